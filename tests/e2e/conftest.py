@@ -1,0 +1,166 @@
+"""Shared fixtures for the OpenRegistry end-to-end suite.
+
+Environment:
+  E2E_REGISTRY      openregistry (default) | distribution
+  OPENREGISTRY_BIN  path of the binary (default <repo>/target/release/openregistry)
+  E2E_KEEP_TMP=1    keep the temporary directory (data dirs, logs) after the run
+  SKOPEO            path of skopeo (default: skopeo on PATH)
+  E2E_NO_SKIP=1     run openregistry_only tests even under distribution (to see how
+                    the reference registry fails them; expect failures)
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+
+import pytest
+
+import registry_server
+from ocihttp import OciClient
+from registry_server import KIND, RegistryServer
+
+_TMP_ROOT: Path | None = None
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "openregistry_only(reason): exercises a spec feature or contract the reference "
+        "registry (Distribution 2.8) lacks; skipped when E2E_REGISTRY=distribution",
+    )
+    config.addinivalue_line("markers", "slow: moves hundreds of MiB through the registry")
+
+
+def pytest_report_header(config):
+    target = registry_server.openregistry_bin() if KIND == "openregistry" else registry_server.distribution_bin()
+    return f"registry under test: {KIND} ({target})"
+
+
+def pytest_collection_modifyitems(config, items):
+    if KIND != "distribution" or os.environ.get("E2E_NO_SKIP") == "1":
+        return
+    for item in items:
+        marker = item.get_closest_marker("openregistry_only")
+        if marker is None:
+            continue
+        reason = marker.kwargs.get("reason") or (marker.args[0] if marker.args else "")
+        item.add_marker(pytest.mark.skip(reason=f"openregistry only: {reason}" if reason else "openregistry only"))
+
+
+# ---------------------------------------------------------------------------
+# temporary directories (one root per session, removed at the end)
+# ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def tmp_root():
+    global _TMP_ROOT
+    root = Path(tempfile.mkdtemp(prefix="openregistry-e2e-"))
+    _TMP_ROOT = root
+    yield root
+    if os.environ.get("E2E_KEEP_TMP") != "1":
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _slug(text: str, limit: int = 40) -> str:
+    s = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    return s[:limit].strip("-") or "t"
+
+
+@pytest.fixture
+def work_dir(tmp_root, request):
+    """A scratch directory for this test, deleted afterwards (big layers live here)."""
+    d = Path(tempfile.mkdtemp(prefix=_slug(request.node.name, 30) + "-", dir=tmp_root))
+    yield d
+    if os.environ.get("E2E_KEEP_TMP") != "1":
+        shutil.rmtree(d, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------
+# registry processes
+# ---------------------------------------------------------------------------
+
+def _start(workdir: Path, name: str) -> RegistryServer:
+    server = RegistryServer(workdir, name=name)
+    try:
+        server.start()
+    except registry_server.RegistryStartError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    return server
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_root):
+    """The registry shared by most tests (one process for the session)."""
+    server = _start(tmp_root / "shared-registry", "shared")
+    yield server
+    rc = server.stop()
+    # A graceful SIGTERM shutdown is part of the contract.
+    if server.kind == "openregistry":
+        assert rc == 0, f"openregistry exited with {rc} after SIGTERM:\n{server.log_tail()}"
+
+
+@pytest.fixture
+def registry_factory(work_dir):
+    """Start dedicated registries (own data dir) for tests that need isolation or crash them."""
+    started: list[RegistryServer] = []
+
+    def make(name: str = "dedicated") -> RegistryServer:
+        server = _start(work_dir / f"{name}-{len(started)}", name)
+        started.append(server)
+        return server
+
+    yield make
+    for server in started:
+        server.stop()
+
+
+def _health_check(server: RegistryServer, client: OciClient):
+    assert server.running(), f"the registry process died during the test:\n{server.log_tail()}"
+    assert client.alive(), f"the registry no longer answers GET /v2/ with 200:\n{server.log_tail()}"
+
+
+@pytest.fixture
+def client(registry):
+    """Raw-HTTP client for the shared registry; checks afterwards that it is still alive."""
+    c = OciClient(registry.base_url)
+    yield c
+    try:
+        _health_check(registry, c)
+    finally:
+        c.close()
+
+
+@pytest.fixture
+def repo(request):
+    """A repository name unique to this test (nested, to exercise multi-component names)."""
+    return f"e2e/{_slug(request.node.name)}-{uuid.uuid4().hex[:8]}"
+
+
+# ---------------------------------------------------------------------------
+# print the registry log when a test fails
+# ---------------------------------------------------------------------------
+
+def pytest_runtest_setup(item):
+    item._registry_log_offsets = {id(s): s.log_size() for s in registry_server.ALL_SERVERS}
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if not report.failed:
+        return
+    offsets = getattr(item, "_registry_log_offsets", {})
+    for server in registry_server.ALL_SERVERS:
+        start = offsets.get(id(server), 0)
+        if server.log_size() <= start:
+            continue
+        text = server.log_since(start)
+        report.sections.append(
+            (f"{server.kind} log ({server.name}, {server.log_path}) during {report.when}", text)
+        )

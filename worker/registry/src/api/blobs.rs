@@ -1,0 +1,93 @@
+//! Blob reads (GET and HEAD, with `Range`) and blob deletes.
+
+use http::{header, HeaderMap, Response, StatusCode};
+
+use super::{header_text, response, Registry, DOCKER_CONTENT_DIGEST, IMMUTABLE};
+use crate::body::Body;
+use crate::digest::Digest;
+use crate::error::RegistryError;
+use crate::metadata::Metadata;
+use crate::names::RepoName;
+use crate::range::{parse_range, RangeRequest};
+
+impl Registry {
+    pub(super) async fn get_blob(
+        &self,
+        repo: &RepoName,
+        digest: &str,
+        headers: &HeaderMap,
+        with_body: bool,
+    ) -> Result<Response<Body>, RegistryError> {
+        let digest: Digest = digest.parse()?;
+        let blob = Metadata::new(self.ports.sql.as_ref())
+            .blob_in_repository(repo, &digest)
+            .await?
+            .ok_or(RegistryError::BlobUnknown)?;
+
+        if with_body && self.config.redirect_blob_downloads {
+            if let Some(url) = self.ports.blobs.redirect_url(&blob.locator).await? {
+                return Ok(response(
+                    StatusCode::TEMPORARY_REDIRECT,
+                    &[
+                        (header::LOCATION, url),
+                        (DOCKER_CONTENT_DIGEST, digest.to_string()),
+                    ],
+                    Body::Empty,
+                ));
+            }
+        }
+
+        let range = header_text(headers, &header::RANGE)
+            .map_or(RangeRequest::Whole, |r| parse_range(r, blob.size));
+        let mut headers = vec![
+            (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
+            (DOCKER_CONTENT_DIGEST, digest.to_string()),
+            (header::ETAG, format!("\"{digest}\"")),
+            (header::ACCEPT_RANGES, "bytes".to_owned()),
+            (header::CACHE_CONTROL, IMMUTABLE.to_owned()),
+        ];
+        let (status, range) = match range {
+            RangeRequest::Whole => {
+                headers.push((header::CONTENT_LENGTH, blob.size.to_string()));
+                (StatusCode::OK, None)
+            }
+            RangeRequest::Partial(range) => {
+                headers.push((header::CONTENT_LENGTH, range.len().to_string()));
+                headers.push((
+                    header::CONTENT_RANGE,
+                    format!("bytes {}-{}/{}", range.start, range.end, blob.size),
+                ));
+                (StatusCode::PARTIAL_CONTENT, Some(range))
+            }
+            RangeRequest::Unsatisfiable => {
+                return Err(RegistryError::BlobRangeInvalid { size: blob.size })
+            }
+        };
+        let body = if with_body && blob.size > 0 {
+            self.ports.blobs.read(&blob.locator, range).await?
+        } else {
+            Body::Empty
+        };
+        Ok(response(status, &headers, body))
+    }
+
+    pub(super) async fn delete_blob(
+        &self,
+        repo: &RepoName,
+        digest: &str,
+    ) -> Result<Response<Body>, RegistryError> {
+        let digest: Digest = digest.parse()?;
+        // Only the repository's link goes; the bytes may be shared and are collected later.
+        if !Metadata::new(self.ports.sql.as_ref())
+            .unlink_blob(repo, &digest)
+            .await?
+        {
+            return Err(RegistryError::BlobUnknown);
+        }
+        Ok(response(
+            StatusCode::ACCEPTED,
+            &[(header::CONTENT_LENGTH, "0".into())],
+            Body::Empty,
+        ))
+    }
+}

@@ -1,0 +1,135 @@
+//! Manifests: GET and HEAD by tag or digest, PUT (with `?tag=` multi-tagging and `OCI-Subject`),
+//! and DELETE (a digest deletes the manifest and its tags; a tag deletes only the tag).
+
+use http::{header, Request, Response, StatusCode};
+
+use super::{
+    content_length, header_text, response, Query, Registry, DOCKER_CONTENT_DIGEST, IMMUTABLE,
+    OCI_SUBJECT, OCI_TAG,
+};
+use crate::body::{Body, BodyError};
+use crate::digest::{Algorithm, Digest};
+use crate::error::RegistryError;
+use crate::manifest;
+use crate::metadata::Metadata;
+use crate::names::{Reference, RepoName, Tag};
+
+impl Registry {
+    pub(super) async fn get_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &str,
+        with_body: bool,
+    ) -> Result<Response<Body>, RegistryError> {
+        let reference = Reference::parse(reference)?;
+        let metadata = Metadata::new(self.ports.sql.as_ref());
+        let record = match &reference {
+            Reference::Digest(digest) => {
+                metadata.manifest_by_digest(repo, digest, with_body).await?
+            }
+            Reference::Tag(tag) => metadata.manifest_by_tag(repo, tag, with_body).await?,
+        }
+        .ok_or(RegistryError::ManifestUnknown)?;
+        let mut headers = vec![
+            (header::CONTENT_TYPE, record.media_type.clone()),
+            (header::CONTENT_LENGTH, record.size.to_string()),
+            (DOCKER_CONTENT_DIGEST, record.digest.to_string()),
+            (header::ETAG, format!("\"{}\"", record.digest)),
+        ];
+        if matches!(reference, Reference::Digest(_)) {
+            headers.push((header::CACHE_CONTROL, IMMUTABLE.to_owned()));
+        }
+        let body = record.content.map_or(Body::Empty, Body::Full);
+        Ok(response(StatusCode::OK, &headers, body))
+    }
+
+    pub(super) async fn put_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &str,
+        query: &Query,
+        request: Request<Body>,
+    ) -> Result<Response<Body>, RegistryError> {
+        let reference = Reference::parse(reference)?;
+        let mut tags: Vec<Tag> = Vec::new();
+        if let Reference::Tag(tag) = &reference {
+            tags.push(tag.clone());
+        }
+        for extra in query.all("tag") {
+            let tag = Tag::parse(extra)?;
+            if !tags.contains(&tag) {
+                tags.push(tag);
+            }
+        }
+        let limit = self.config.max_manifest_bytes;
+        if content_length(request.headers())?.is_some_and(|len| len > limit) {
+            return Err(RegistryError::ManifestTooLarge { limit });
+        }
+        let content_type = header_text(request.headers(), &header::CONTENT_TYPE).map(str::to_owned);
+        let content = request
+            .into_body()
+            .collect(limit)
+            .await
+            .map_err(|e| match e {
+                BodyError::TooLarge { .. } => RegistryError::ManifestTooLarge { limit },
+                other => other.into(),
+            })?;
+
+        let digest = match &reference {
+            Reference::Digest(claimed) => {
+                let computed = Digest::of(claimed.algorithm(), &content);
+                if &computed != claimed {
+                    return Err(RegistryError::DigestInvalid(format!(
+                        "the manifest's digest is {computed}, not {claimed}"
+                    )));
+                }
+                computed
+            }
+            Reference::Tag(_) => Digest::of(Algorithm::Sha256, &content),
+        };
+        let parsed = manifest::parse(&content, content_type.as_deref())?;
+        let metadata = Metadata::new(self.ports.sql.as_ref());
+        let missing = metadata
+            .missing_dependencies(repo, &parsed.dependencies)
+            .await?;
+        if !missing.is_empty() {
+            return Err(RegistryError::ManifestBlobUnknown(missing.join(", ")));
+        }
+        metadata
+            .put_manifest(repo, &digest, &parsed, content, &tags, self.now_ms())
+            .await?;
+
+        let mut headers = vec![
+            (header::LOCATION, format!("/v2/{repo}/manifests/{digest}")),
+            (DOCKER_CONTENT_DIGEST, digest.to_string()),
+            (header::CONTENT_LENGTH, "0".to_owned()),
+        ];
+        if let Some(subject) = &parsed.subject {
+            headers.push((OCI_SUBJECT, subject.to_string()));
+        }
+        for tag in &tags {
+            headers.push((OCI_TAG, tag.to_string()));
+        }
+        Ok(response(StatusCode::CREATED, &headers, Body::Empty))
+    }
+
+    pub(super) async fn delete_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &str,
+    ) -> Result<Response<Body>, RegistryError> {
+        let metadata = Metadata::new(self.ports.sql.as_ref());
+        let deleted = match Reference::parse(reference)? {
+            Reference::Digest(digest) => metadata.delete_manifest(repo, &digest).await?,
+            Reference::Tag(tag) => metadata.delete_tag(repo, &tag).await?,
+        };
+        if !deleted {
+            return Err(RegistryError::ManifestUnknown);
+        }
+        Ok(response(
+            StatusCode::ACCEPTED,
+            &[(header::CONTENT_LENGTH, "0".into())],
+            Body::Empty,
+        ))
+    }
+}

@@ -1,0 +1,317 @@
+//! The OCI Distribution API: routing a request to its handler, and the response helpers the
+//! handlers share.
+//!
+//! Paths are parsed from the right, since repository names may contain any number of `/`:
+//! `/v2/<name>/blobs/uploads/[<id>]`, `/v2/<name>/blobs/<digest>`, `/v2/<name>/manifests/<ref>`,
+//! `/v2/<name>/tags/list`, `/v2/<name>/referrers/<digest>`, plus `/v2/` and `/v2/_catalog`.
+
+mod blobs;
+mod listing;
+mod manifests;
+mod uploads;
+
+use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
+
+use crate::body::Body;
+use crate::config::Config;
+use crate::error::RegistryError;
+use crate::names::RepoName;
+use crate::ports::Ports;
+
+/// The registry: stateless; build one per request or share one, as the host prefers.
+#[derive(Clone)]
+pub struct Registry {
+    ports: Ports,
+    config: Config,
+}
+
+/// Which endpoint a path names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Route<'a> {
+    Base,
+    Catalog,
+    Tags { name: &'a str },
+    Manifest { name: &'a str, reference: &'a str },
+    Blob { name: &'a str, digest: &'a str },
+    UploadStart { name: &'a str },
+    Upload { name: &'a str, session: &'a str },
+    Referrers { name: &'a str, digest: &'a str },
+}
+
+fn route(path: &str) -> Option<Route<'_>> {
+    let rest = path.strip_prefix("/v2")?;
+    if rest.is_empty() || rest == "/" {
+        return Some(Route::Base);
+    }
+    let rest = rest.strip_prefix('/')?;
+    if rest == "_catalog" {
+        return Some(Route::Catalog);
+    }
+    if let Some(name) = rest.strip_suffix("/tags/list") {
+        return Some(Route::Tags { name });
+    }
+    if let Some(name) = rest
+        .strip_suffix("/blobs/uploads/")
+        .or_else(|| rest.strip_suffix("/blobs/uploads"))
+    {
+        return Some(Route::UploadStart { name });
+    }
+    let (head, last) = rest.rsplit_once('/')?;
+    let (name, kind) = head.rsplit_once('/')?;
+    match kind {
+        "manifests" => Some(Route::Manifest {
+            name,
+            reference: last,
+        }),
+        "blobs" => Some(Route::Blob { name, digest: last }),
+        "referrers" => Some(Route::Referrers { name, digest: last }),
+        "uploads" => {
+            let name = name.strip_suffix("/blobs")?;
+            Some(Route::Upload {
+                name,
+                session: last,
+            })
+        }
+        _ => None,
+    }
+}
+
+impl Registry {
+    pub fn new(ports: Ports, config: Config) -> Self {
+        Self { ports, config }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.ports.clock.now_unix_millis()
+    }
+
+    /// Handles one request. Never panics on input; every failure is an OCI error response.
+    pub async fn handle(&self, request: Request<Body>) -> Response<Body> {
+        let is_head = request.method() == Method::HEAD;
+        let mut response = match self.dispatch(request).await {
+            Ok(response) => response,
+            Err(error) => error.into_response(),
+        };
+        if is_head {
+            // HEAD answers carry the headers of a GET (Content-Length included) and no body.
+            *response.body_mut() = Body::Empty;
+        }
+        response.headers_mut().insert(
+            HeaderName::from_static("docker-distribution-api-version"),
+            HeaderValue::from_static("registry/2.0"),
+        );
+        response
+    }
+
+    async fn dispatch(&self, request: Request<Body>) -> Result<Response<Body>, RegistryError> {
+        let path = request.uri().path().to_owned();
+        let Some(route) = route(&path) else {
+            return Err(RegistryError::NotFound);
+        };
+        let method = request.method().clone();
+        let query = Query::parse(request.uri().query());
+        match route {
+            Route::Base => match method {
+                Method::GET | Method::HEAD => Ok(json_response(StatusCode::OK, "{}".into())),
+                _ => Err(RegistryError::MethodNotAllowed("only GET and HEAD are")),
+            },
+            Route::Catalog => match method {
+                Method::GET => self.catalog(&query).await,
+                _ => Err(RegistryError::MethodNotAllowed("only GET is")),
+            },
+            Route::Tags { name } => {
+                let repo = RepoName::parse(name)?;
+                match method {
+                    Method::GET => self.list_tags(&repo, &query).await,
+                    _ => Err(RegistryError::MethodNotAllowed("only GET is")),
+                }
+            }
+            Route::Referrers { name, digest } => {
+                let repo = RepoName::parse(name)?;
+                match method {
+                    Method::GET => self.referrers(&repo, digest, &query).await,
+                    _ => Err(RegistryError::MethodNotAllowed("only GET is")),
+                }
+            }
+            Route::Manifest { name, reference } => {
+                let repo = RepoName::parse(name)?;
+                match method {
+                    Method::GET => self.get_manifest(&repo, reference, true).await,
+                    Method::HEAD => self.get_manifest(&repo, reference, false).await,
+                    Method::PUT => self.put_manifest(&repo, reference, &query, request).await,
+                    Method::DELETE => self.delete_manifest(&repo, reference).await,
+                    _ => Err(RegistryError::MethodNotAllowed(
+                        "only GET, HEAD, PUT and DELETE are",
+                    )),
+                }
+            }
+            Route::Blob { name, digest } => {
+                let repo = RepoName::parse(name)?;
+                match method {
+                    Method::GET => self.get_blob(&repo, digest, request.headers(), true).await,
+                    Method::HEAD => self.get_blob(&repo, digest, request.headers(), false).await,
+                    Method::DELETE => self.delete_blob(&repo, digest).await,
+                    _ => Err(RegistryError::MethodNotAllowed(
+                        "only GET, HEAD and DELETE are",
+                    )),
+                }
+            }
+            Route::UploadStart { name } => {
+                let repo = RepoName::parse(name)?;
+                match method {
+                    Method::POST => self.start_upload(&repo, &query, request).await,
+                    _ => Err(RegistryError::MethodNotAllowed("only POST is")),
+                }
+            }
+            Route::Upload { name, session } => {
+                let repo = RepoName::parse(name)?;
+                match method {
+                    Method::GET => self.upload_status(&repo, session).await,
+                    Method::PATCH => self.patch_upload(&repo, session, request).await,
+                    Method::PUT => self.finish_upload(&repo, session, &query, request).await,
+                    Method::DELETE => self.cancel_upload(&repo, session).await,
+                    _ => Err(RegistryError::MethodNotAllowed(
+                        "only GET, PATCH, PUT and DELETE are",
+                    )),
+                }
+            }
+        }
+    }
+}
+
+/// Decoded query parameters, in order (`tag` may repeat).
+#[derive(Debug, Default)]
+struct Query(Vec<(String, String)>);
+
+impl Query {
+    fn parse(query: Option<&str>) -> Self {
+        Query(
+            query
+                .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+                .unwrap_or_default(),
+        )
+    }
+
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn all<'q>(&'q self, key: &'q str) -> impl Iterator<Item = &'q str> + 'q {
+        self.0
+            .iter()
+            .filter(move |(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A header's value as text, if present and visible ASCII.
+fn header_text<'h>(headers: &'h HeaderMap, name: &HeaderName) -> Option<&'h str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// The declared `Content-Length`, if any. A malformed one is the client's error.
+fn content_length(headers: &HeaderMap) -> Result<Option<u64>, RegistryError> {
+    match headers.get(header::CONTENT_LENGTH) {
+        None => Ok(None),
+        Some(value) => value
+            .to_str()
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .map(Some)
+            .ok_or_else(|| RegistryError::SizeInvalid("malformed Content-Length".into())),
+    }
+}
+
+/// Builds a response from a status, headers and a body. Header values we build are always valid;
+/// a value that is not (it would have to come from stored data) is dropped, never a panic.
+fn response(status: StatusCode, headers: &[(HeaderName, String)], body: Body) -> Response<Body> {
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    for (name, value) in headers {
+        if let Ok(value) = HeaderValue::from_str(value) {
+            response.headers_mut().append(name.clone(), value);
+        }
+    }
+    response
+}
+
+fn json_response(status: StatusCode, json: String) -> Response<Body> {
+    let len = json.len().to_string();
+    response(
+        status,
+        &[
+            (header::CONTENT_TYPE, "application/json".into()),
+            (header::CONTENT_LENGTH, len),
+        ],
+        Body::from(json),
+    )
+}
+
+const DOCKER_CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-digest");
+const DOCKER_UPLOAD_UUID: HeaderName = HeaderName::from_static("docker-upload-uuid");
+const OCI_SUBJECT: HeaderName = HeaderName::from_static("oci-subject");
+const OCI_TAG: HeaderName = HeaderName::from_static("oci-tag");
+const OCI_FILTERS_APPLIED: HeaderName = HeaderName::from_static("oci-filters-applied");
+const OCI_CHUNK_MIN_LENGTH: HeaderName = HeaderName::from_static("oci-chunk-min-length");
+const OCI_CHUNK_MAX_LENGTH: HeaderName = HeaderName::from_static("oci-chunk-max-length");
+
+/// Responses addressed by digest never change.
+const IMMUTABLE: &str = "public, max-age=31536000, immutable";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_parsed_from_the_right() {
+        assert_eq!(route("/v2/"), Some(Route::Base));
+        assert_eq!(route("/v2"), Some(Route::Base));
+        assert_eq!(route("/v2/_catalog"), Some(Route::Catalog));
+        assert_eq!(
+            route("/v2/a/b/c/tags/list"),
+            Some(Route::Tags { name: "a/b/c" })
+        );
+        assert_eq!(
+            route("/v2/a/blobs/uploads/"),
+            Some(Route::UploadStart { name: "a" })
+        );
+        assert_eq!(
+            route("/v2/x/blobs/uploads/blobs/uploads/abc"),
+            Some(Route::Upload {
+                name: "x/blobs/uploads",
+                session: "abc"
+            })
+        );
+        assert_eq!(
+            route("/v2/a/manifests/b/manifests/latest"),
+            Some(Route::Manifest {
+                name: "a/manifests/b",
+                reference: "latest"
+            })
+        );
+        assert_eq!(
+            route("/v2/a/blobs/sha256:00"),
+            Some(Route::Blob {
+                name: "a",
+                digest: "sha256:00"
+            })
+        );
+        assert_eq!(
+            route("/v2/a/referrers/sha256:00"),
+            Some(Route::Referrers {
+                name: "a",
+                digest: "sha256:00"
+            })
+        );
+        assert_eq!(route("/v1/a/manifests/x"), None);
+        assert_eq!(route("/v2/manifests/x"), None);
+        assert_eq!(route("/v2/a/unknown/x"), None);
+    }
+}

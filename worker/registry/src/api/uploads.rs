@@ -1,0 +1,442 @@
+//! Blob uploads: opening a session (or a single-request upload, or a cross-repository mount),
+//! chunked and streamed `PATCH`es, the closing `PUT` that verifies the digest, status and cancel.
+//!
+//! Every byte passes through a [`Hasher`] on its way to the blob store; the hash state and the
+//! offset are saved in the session after each request, so any instance can take the next one.
+//! Nothing becomes visible before the closing `PUT` has verified the digest and committed SQL.
+
+use std::sync::{Arc, Mutex};
+
+use futures_util::StreamExt;
+use http::{header, HeaderName, Request, Response, StatusCode};
+
+use super::{
+    content_length, header_text, response, Query, Registry, DOCKER_CONTENT_DIGEST,
+    DOCKER_UPLOAD_UUID, OCI_CHUNK_MAX_LENGTH, OCI_CHUNK_MIN_LENGTH,
+};
+use crate::body::{Body, ByteStream};
+use crate::digest::{Algorithm, Digest, Hasher};
+use crate::error::{range_header, RegistryError};
+use crate::metadata::Metadata;
+use crate::names::RepoName;
+use crate::range::parse_content_range;
+use crate::session::{self, SessionRef, UploadSession};
+
+/// What streamed past while a body was being stored.
+struct Progress {
+    hasher: Hasher,
+    written: u64,
+}
+
+/// Wraps a body so every chunk is hashed and counted as the store consumes it.
+fn hashing(stream: ByteStream, progress: Arc<Mutex<Progress>>) -> ByteStream {
+    Box::pin(stream.map(move |chunk| {
+        if let Ok(bytes) = &chunk {
+            // A poisoned lock means a panic elsewhere already failed this request.
+            if let Ok(mut p) = progress.lock() {
+                p.hasher.update(bytes);
+                p.written += bytes.len() as u64;
+            }
+        }
+        chunk
+    }))
+}
+
+/// The result of storing one request body.
+struct Ingested {
+    handle: String,
+    hasher: Hasher,
+    written: u64,
+}
+
+impl Registry {
+    fn new_upload_id(&self) -> String {
+        let mut id = [0u8; 16];
+        self.ports.random.fill(&mut id);
+        hex::encode(id)
+    }
+
+    /// Streams `body` into the upload `handle` at `offset`, hashing it. When `expected` is known
+    /// (Content-Length or Content-Range), a different byte count is `SIZE_INVALID` and is not
+    /// counted (the next append starts from the old offset again).
+    async fn ingest(
+        &self,
+        handle: &str,
+        offset: u64,
+        hasher: Hasher,
+        body: Body,
+        expected: Option<u64>,
+    ) -> Result<Ingested, RegistryError> {
+        let progress = Arc::new(Mutex::new(Progress { hasher, written: 0 }));
+        let stream = hashing(body.into_stream(), progress.clone());
+        let handle = self.ports.blobs.append(handle, offset, stream).await?;
+        let Progress { hasher, written } = {
+            let mut guard = progress
+                .lock()
+                .map_err(|_| RegistryError::Internal("hash state lock poisoned".into()))?;
+            let algorithm = guard.hasher.algorithm();
+            std::mem::replace(
+                &mut *guard,
+                Progress {
+                    hasher: Hasher::new(algorithm),
+                    written: 0,
+                },
+            )
+        };
+        if let Some(expected) = expected {
+            if expected != written {
+                return Err(RegistryError::SizeInvalid(format!(
+                    "expected {expected} bytes, received {written}"
+                )));
+            }
+        }
+        Ok(Ingested {
+            handle,
+            hasher,
+            written,
+        })
+    }
+
+    fn chunk_headers(&self) -> Vec<(HeaderName, String)> {
+        let limits = self.ports.blobs.chunk_limits();
+        let mut headers = Vec::new();
+        if let Some(min) = limits.min {
+            headers.push((OCI_CHUNK_MIN_LENGTH, min.to_string()));
+        }
+        if let Some(max) = limits.max {
+            headers.push((OCI_CHUNK_MAX_LENGTH, max.to_string()));
+        }
+        headers
+    }
+
+    fn session_response(&self, status: StatusCode, session: &UploadSession) -> Response<Body> {
+        let mut headers = vec![
+            (header::LOCATION, session.location()),
+            (header::RANGE, range_header(session.offset)),
+            (DOCKER_UPLOAD_UUID, session.id.clone()),
+            (header::CONTENT_LENGTH, "0".to_owned()),
+        ];
+        headers.extend(self.chunk_headers());
+        response(status, &headers, Body::Empty)
+    }
+
+    fn blob_created(repo: &RepoName, digest: &Digest) -> Response<Body> {
+        response(
+            StatusCode::CREATED,
+            &[
+                (header::LOCATION, format!("/v2/{repo}/blobs/{digest}")),
+                (DOCKER_CONTENT_DIGEST, digest.to_string()),
+                (header::CONTENT_LENGTH, "0".to_owned()),
+            ],
+            Body::Empty,
+        )
+    }
+
+    /// `POST /v2/<name>/blobs/uploads/`: mount, single-request upload, or a new session.
+    pub(super) async fn start_upload(
+        &self,
+        repo: &RepoName,
+        query: &Query,
+        request: Request<Body>,
+    ) -> Result<Response<Body>, RegistryError> {
+        let metadata = Metadata::new(self.ports.sql.as_ref());
+        if let Some(mount) = query.get("mount") {
+            let digest: Digest = mount.parse()?;
+            // Without `from` we do not search other repositories: knowing a digest must not be
+            // enough to read a blob from a repository one cannot pull from.
+            if let Some(from) = query.get("from") {
+                let from = RepoName::parse(from)?;
+                if metadata
+                    .mount_blob(repo, &from, &digest, self.now_ms())
+                    .await?
+                {
+                    return Ok(Self::blob_created(repo, &digest));
+                }
+            }
+        } else if let Some(digest) = query.get("digest") {
+            let digest: Digest = digest.parse()?;
+            let declared = content_length(request.headers())?;
+            self.upload_whole(repo, &digest, request.into_body(), declared)
+                .await?;
+            return Ok(Self::blob_created(repo, &digest));
+        }
+        let algorithm = match query.get("digest-algorithm") {
+            None => Algorithm::Sha256,
+            Some(name) => Algorithm::parse(name).ok_or_else(|| {
+                RegistryError::DigestInvalid(format!("digest algorithm {name:?} is not supported"))
+            })?,
+        };
+        let id = self.new_upload_id();
+        let handle = self.ports.blobs.begin_upload(&id).await?;
+        let session = UploadSession {
+            id,
+            repository: repo.to_string(),
+            offset: 0,
+            hash_state: Hasher::new(algorithm).save(),
+            store_handle: handle,
+            seq: 0,
+            started_at_ms: self.now_ms(),
+        };
+        session::save(
+            self.ports.kv.as_ref(),
+            &session,
+            self.config.upload_session_ttl,
+        )
+        .await?;
+        Ok(self.session_response(StatusCode::ACCEPTED, &session))
+    }
+
+    /// A whole blob in one request body, verified against `digest` before anything is kept.
+    async fn upload_whole(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        body: Body,
+        declared: Option<u64>,
+    ) -> Result<(), RegistryError> {
+        let metadata = Metadata::new(self.ports.sql.as_ref());
+        if metadata.blob(digest).await?.is_some() {
+            // Stored already (content is global): verify the bytes, keep none of them.
+            let mut hasher = Hasher::new(digest.algorithm());
+            let mut written = 0u64;
+            let mut stream = body.into_stream();
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk?;
+                hasher.update(&chunk);
+                written += chunk.len() as u64;
+            }
+            check_size(declared, written)?;
+            check_digest(hasher.finish(), digest)?;
+            return metadata.link_blob(repo, digest, self.now_ms()).await;
+        }
+        let id = self.new_upload_id();
+        let handle = self.ports.blobs.begin_upload(&id).await?;
+        let result = async {
+            let ingested = self
+                .ingest(&handle, 0, Hasher::new(digest.algorithm()), body, declared)
+                .await?;
+            check_digest(ingested.hasher.finish(), digest)?;
+            let locator = self
+                .ports
+                .blobs
+                .finish_upload(&ingested.handle, digest, ingested.written)
+                .await?;
+            metadata
+                .commit_blob(repo, digest, ingested.written, &locator, self.now_ms())
+                .await
+        }
+        .await;
+        if result.is_err() {
+            self.discard(&handle).await;
+        }
+        result
+    }
+
+    /// Best effort: a failed abort only leaves garbage for the collector, never visible data.
+    async fn discard(&self, handle: &str) {
+        if let Err(e) = self.ports.blobs.abort_upload(handle).await {
+            tracing::warn!(error = %e, "could not discard an unfinished upload");
+        }
+    }
+
+    async fn load_session(
+        &self,
+        repo: &RepoName,
+        reference: &str,
+    ) -> Result<UploadSession, RegistryError> {
+        let reference = SessionRef::parse(reference)?;
+        session::load(self.ports.kv.as_ref(), repo, &reference).await
+    }
+
+    /// Checks an optional `Content-Range` against the session; returns the byte count it declares.
+    fn check_chunk_range(
+        session: &UploadSession,
+        request: &Request<Body>,
+    ) -> Result<Option<u64>, RegistryError> {
+        let declared = content_length(request.headers())?;
+        let Some(text) = header_text(request.headers(), &header::CONTENT_RANGE) else {
+            return Ok(declared);
+        };
+        let (start, end) = parse_content_range(text).ok_or(RegistryError::UploadRangeInvalid {
+            offset: session.offset,
+        })?;
+        if start != session.offset {
+            return Err(RegistryError::UploadRangeInvalid {
+                offset: session.offset,
+            });
+        }
+        let length = end - start + 1;
+        if declared.is_some_and(|d| d != length) {
+            return Err(RegistryError::SizeInvalid(format!(
+                "Content-Range {text} declares {length} bytes but Content-Length is {}",
+                declared.unwrap_or_default()
+            )));
+        }
+        Ok(Some(length))
+    }
+
+    /// `PATCH <location>`: one chunk (with `Content-Range`) or a stream of unknown length.
+    pub(super) async fn patch_upload(
+        &self,
+        repo: &RepoName,
+        reference: &str,
+        request: Request<Body>,
+    ) -> Result<Response<Body>, RegistryError> {
+        let mut session = self.load_session(repo, reference).await?;
+        let expected = Self::check_chunk_range(&session, &request)?;
+        let hasher = Hasher::restore(&session.hash_state)
+            .map_err(|e| RegistryError::Internal(e.to_string()))?;
+        let ingested = self
+            .ingest(
+                &session.store_handle,
+                session.offset,
+                hasher,
+                request.into_body(),
+                expected,
+            )
+            .await?;
+        session.offset += ingested.written;
+        session.hash_state = ingested.hasher.save();
+        session.store_handle = ingested.handle;
+        session.seq += 1;
+        session::save(
+            self.ports.kv.as_ref(),
+            &session,
+            self.config.upload_session_ttl,
+        )
+        .await?;
+        Ok(self.session_response(StatusCode::ACCEPTED, &session))
+    }
+
+    /// `PUT <location>?digest=`: optional final bytes, then verify and commit.
+    pub(super) async fn finish_upload(
+        &self,
+        repo: &RepoName,
+        reference: &str,
+        query: &Query,
+        request: Request<Body>,
+    ) -> Result<Response<Body>, RegistryError> {
+        let session = self.load_session(repo, reference).await?;
+        let digest: Digest = query
+            .get("digest")
+            .ok_or_else(|| {
+                RegistryError::DigestInvalid("the digest query parameter is required".into())
+            })?
+            .parse()?;
+        let expected = Self::check_chunk_range(&session, &request)?;
+        let hasher = Hasher::restore(&session.hash_state)
+            .map_err(|e| RegistryError::Internal(e.to_string()))?;
+        let body = request.into_body();
+        let (handle, hasher, size) = if body.known_len() == Some(0) || expected == Some(0) {
+            (session.store_handle.clone(), hasher, session.offset)
+        } else {
+            let ingested = self
+                .ingest(
+                    &session.store_handle,
+                    session.offset,
+                    hasher,
+                    body,
+                    expected,
+                )
+                .await?;
+            (
+                ingested.handle,
+                ingested.hasher,
+                session.offset + ingested.written,
+            )
+        };
+
+        let computed = if hasher.algorithm() == digest.algorithm() {
+            hasher.finish()
+        } else {
+            // Hashed with another algorithm while streaming: hash the stored bytes again.
+            let mut rehash = Hasher::new(digest.algorithm());
+            let mut stream = self
+                .ports
+                .blobs
+                .read_upload(&handle, size)
+                .await?
+                .into_stream();
+            while let Some(chunk) = stream.next().await {
+                rehash.update(&chunk?);
+            }
+            rehash.finish()
+        };
+        let outcome = self
+            .commit_upload(repo, &digest, computed, &handle, size)
+            .await;
+        if outcome.is_err() {
+            self.discard(&handle).await;
+        }
+        // The session ends either way: a verified blob is committed, a bad one is discarded.
+        let removed = session::remove(self.ports.kv.as_ref(), &session.id).await;
+        outcome?;
+        removed?;
+        Ok(Self::blob_created(repo, &digest))
+    }
+
+    async fn commit_upload(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        computed: Digest,
+        handle: &str,
+        size: u64,
+    ) -> Result<(), RegistryError> {
+        check_digest(computed, digest)?;
+        let metadata = Metadata::new(self.ports.sql.as_ref());
+        if metadata.blob(digest).await?.is_some() {
+            self.discard(handle).await;
+            return metadata.link_blob(repo, digest, self.now_ms()).await;
+        }
+        let locator = self.ports.blobs.finish_upload(handle, digest, size).await?;
+        metadata
+            .commit_blob(repo, digest, size, &locator, self.now_ms())
+            .await
+    }
+
+    /// `GET <location>`: how far the upload is.
+    pub(super) async fn upload_status(
+        &self,
+        repo: &RepoName,
+        reference: &str,
+    ) -> Result<Response<Body>, RegistryError> {
+        let session = self.load_session(repo, reference).await?;
+        Ok(self.session_response(StatusCode::NO_CONTENT, &session))
+    }
+
+    /// `DELETE <location>`: cancel and discard.
+    pub(super) async fn cancel_upload(
+        &self,
+        repo: &RepoName,
+        reference: &str,
+    ) -> Result<Response<Body>, RegistryError> {
+        let session = self.load_session(repo, reference).await?;
+        self.discard(&session.store_handle).await;
+        session::remove(self.ports.kv.as_ref(), &session.id).await?;
+        Ok(response(
+            StatusCode::NO_CONTENT,
+            &[(header::CONTENT_LENGTH, "0".into())],
+            Body::Empty,
+        ))
+    }
+}
+
+fn check_size(declared: Option<u64>, written: u64) -> Result<(), RegistryError> {
+    match declared {
+        Some(declared) if declared != written => Err(RegistryError::SizeInvalid(format!(
+            "Content-Length is {declared}, received {written} bytes"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+fn check_digest(computed: Digest, claimed: &Digest) -> Result<(), RegistryError> {
+    if &computed == claimed {
+        Ok(())
+    } else {
+        Err(RegistryError::DigestInvalid(format!(
+            "the content's digest is {computed}, not {claimed}"
+        )))
+    }
+}

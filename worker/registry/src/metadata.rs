@@ -1,0 +1,478 @@
+//! Every SQL statement the registry runs, behind typed functions, so handlers never see SQL.
+//!
+//! Round trips: each read a request needs is one query; each write is one batch (one
+//! transaction, one HTTP request on Neon).
+
+use bytes::Bytes;
+
+use crate::digest::Digest;
+use crate::error::RegistryError;
+use crate::manifest::ParsedManifest;
+use crate::names::{RepoName, Tag};
+use crate::ports::{Row, Sql, SqlValue, Statement};
+
+/// A blob as the database knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobRecord {
+    pub size: u64,
+    pub locator: String,
+}
+
+/// A stored manifest (content only when asked for).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestRecord {
+    pub digest: Digest,
+    pub media_type: String,
+    pub size: u64,
+    pub content: Option<Bytes>,
+}
+
+/// One entry of the referrers index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Referrer {
+    pub digest: String,
+    pub media_type: String,
+    pub size: u64,
+    pub artifact_type: Option<String>,
+    pub annotations: Option<String>,
+}
+
+/// The metadata store over any `Sql` executor.
+#[derive(Clone, Copy)]
+pub struct Metadata<'a> {
+    sql: &'a dyn Sql,
+}
+
+fn ensure_repository(repo: &RepoName, now_ms: u64) -> Statement {
+    Statement::new(
+        "INSERT INTO repositories (name, created_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+    )
+    .bind(repo.as_str())
+    .bind(now_ms)
+}
+
+fn stored_digest(row: &Row, index: usize) -> Result<Digest, RegistryError> {
+    row.text(index)?
+        .parse()
+        .map_err(|e| RegistryError::Internal(format!("database holds a bad digest: {e}")))
+}
+
+impl<'a> Metadata<'a> {
+    pub fn new(sql: &'a dyn Sql) -> Self {
+        Self { sql }
+    }
+
+    /// The blob `digest` if it is linked to `repo`.
+    pub async fn blob_in_repository(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<Option<BlobRecord>, RegistryError> {
+        let rows = self
+            .sql
+            .query(
+                Statement::new(
+                    "SELECT b.size, b.locator FROM repository_blobs rb \
+                     JOIN blobs b ON b.digest = rb.digest \
+                     WHERE rb.repository = $1 AND rb.digest = $2",
+                )
+                .bind(repo.as_str())
+                .bind(digest.as_str()),
+            )
+            .await?;
+        rows.first()
+            .map(|r| {
+                Ok(BlobRecord {
+                    size: r.uint(0)?,
+                    locator: r.text(1)?,
+                })
+            })
+            .transpose()
+    }
+
+    /// The blob `digest` in any repository (content is stored once per digest).
+    pub async fn blob(&self, digest: &Digest) -> Result<Option<BlobRecord>, RegistryError> {
+        let rows = self
+            .sql
+            .query(
+                Statement::new("SELECT size, locator FROM blobs WHERE digest = $1")
+                    .bind(digest.as_str()),
+            )
+            .await?;
+        rows.first()
+            .map(|r| {
+                Ok(BlobRecord {
+                    size: r.uint(0)?,
+                    locator: r.text(1)?,
+                })
+            })
+            .transpose()
+    }
+
+    /// Records a verified blob and links it to `repo`, in one transaction.
+    pub async fn commit_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        size: u64,
+        locator: &str,
+        now_ms: u64,
+    ) -> Result<(), RegistryError> {
+        self.sql
+            .batch(vec![
+                ensure_repository(repo, now_ms),
+                Statement::new(
+                    "INSERT INTO blobs (digest, size, locator, created_at) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (digest) DO NOTHING",
+                )
+                .bind(digest.as_str())
+                .bind(size)
+                .bind(locator)
+                .bind(now_ms),
+                link_statement(repo, digest, now_ms),
+            ])
+            .await?;
+        Ok(())
+    }
+
+    /// Links an already stored blob to `repo`.
+    pub async fn link_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        now_ms: u64,
+    ) -> Result<(), RegistryError> {
+        self.sql
+            .batch(vec![
+                ensure_repository(repo, now_ms),
+                link_statement(repo, digest, now_ms),
+            ])
+            .await?;
+        Ok(())
+    }
+
+    /// Links `digest` to `repo` if `from` has it; true when `repo` has it afterwards.
+    pub async fn mount_blob(
+        &self,
+        repo: &RepoName,
+        from: &RepoName,
+        digest: &Digest,
+        now_ms: u64,
+    ) -> Result<bool, RegistryError> {
+        let results = self
+            .sql
+            .batch(vec![
+                Statement::new(
+                    "INSERT INTO repositories (name, created_at) SELECT $1, $2 \
+                     WHERE EXISTS (SELECT 1 FROM repository_blobs WHERE repository = $3 AND digest = $4) \
+                     ON CONFLICT (name) DO NOTHING",
+                )
+                .bind(repo.as_str())
+                .bind(now_ms)
+                .bind(from.as_str())
+                .bind(digest.as_str()),
+                Statement::new(
+                    "INSERT INTO repository_blobs (repository, digest, created_at) \
+                     SELECT $1, digest, $2 FROM repository_blobs WHERE repository = $3 AND digest = $4 \
+                     ON CONFLICT (repository, digest) DO UPDATE SET created_at = repository_blobs.created_at \
+                     RETURNING digest",
+                )
+                .bind(repo.as_str())
+                .bind(now_ms)
+                .bind(from.as_str())
+                .bind(digest.as_str()),
+            ])
+            .await?;
+        Ok(results.get(1).is_some_and(|rows| !rows.is_empty()))
+    }
+
+    /// Unlinks a blob from `repo`; false when it was not linked.
+    pub async fn unlink_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<bool, RegistryError> {
+        let rows = self
+            .sql
+            .query(
+                Statement::new(
+                    "DELETE FROM repository_blobs WHERE repository = $1 AND digest = $2 RETURNING digest",
+                )
+                .bind(repo.as_str())
+                .bind(digest.as_str()),
+            )
+            .await?;
+        Ok(!rows.is_empty())
+    }
+
+    /// A manifest by digest; with its bytes when `with_content`.
+    pub async fn manifest_by_digest(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        with_content: bool,
+    ) -> Result<Option<ManifestRecord>, RegistryError> {
+        let sql = if with_content {
+            "SELECT digest, media_type, size, content FROM manifests WHERE repository = $1 AND digest = $2"
+        } else {
+            "SELECT digest, media_type, size FROM manifests WHERE repository = $1 AND digest = $2"
+        };
+        let rows = self
+            .sql
+            .query(
+                Statement::new(sql)
+                    .bind(repo.as_str())
+                    .bind(digest.as_str()),
+            )
+            .await?;
+        rows.first()
+            .map(|r| manifest_record(r, with_content))
+            .transpose()
+    }
+
+    /// The manifest a tag points at; with its bytes when `with_content`.
+    pub async fn manifest_by_tag(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+        with_content: bool,
+    ) -> Result<Option<ManifestRecord>, RegistryError> {
+        let sql = if with_content {
+            "SELECT m.digest, m.media_type, m.size, m.content FROM tags t JOIN manifests m \
+             ON m.repository = t.repository AND m.digest = t.digest WHERE t.repository = $1 AND t.name = $2"
+        } else {
+            "SELECT m.digest, m.media_type, m.size FROM tags t JOIN manifests m \
+             ON m.repository = t.repository AND m.digest = t.digest WHERE t.repository = $1 AND t.name = $2"
+        };
+        let rows = self
+            .sql
+            .query(Statement::new(sql).bind(repo.as_str()).bind(tag.as_str()))
+            .await?;
+        rows.first()
+            .map(|r| manifest_record(r, with_content))
+            .transpose()
+    }
+
+    /// Of the given dependencies, those `repo` does not have with the declared size: one query.
+    pub async fn missing_dependencies(
+        &self,
+        repo: &RepoName,
+        wanted: &[crate::manifest::Dependency],
+    ) -> Result<Vec<String>, RegistryError> {
+        if wanted.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut unique: Vec<&crate::manifest::Dependency> = Vec::new();
+        for dep in wanted {
+            if !unique.iter().any(|u| u.digest == dep.digest) {
+                unique.push(dep);
+            }
+        }
+        let placeholders: Vec<String> = (0..unique.len()).map(|i| format!("${}", i + 2)).collect();
+        let list = placeholders.join(", ");
+        let sql = format!(
+            "SELECT rb.digest, b.size FROM repository_blobs rb JOIN blobs b ON b.digest = rb.digest \
+             WHERE rb.repository = $1 AND rb.digest IN ({list}) \
+             UNION ALL SELECT digest, size FROM manifests WHERE repository = $1 AND digest IN ({list})"
+        );
+        let mut statement = Statement::new(sql).bind(repo.as_str());
+        for dep in &unique {
+            statement = statement.bind(dep.digest.as_str());
+        }
+        let rows = self.sql.query(statement).await?;
+        let mut present: Vec<(String, u64)> = Vec::with_capacity(rows.len());
+        for row in &rows {
+            present.push((row.text(0)?, row.uint(1)?));
+        }
+        Ok(unique
+            .into_iter()
+            .filter(|dep| {
+                !present
+                    .iter()
+                    .any(|(digest, size)| digest == dep.digest.as_str() && *size == dep.size)
+            })
+            .map(|dep| format!("{} ({} bytes)", dep.digest, dep.size))
+            .collect())
+    }
+
+    /// Stores a manifest and points `tags` at it: one batch.
+    pub async fn put_manifest(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        manifest: &ParsedManifest,
+        content: Bytes,
+        tags: &[Tag],
+        now_ms: u64,
+    ) -> Result<(), RegistryError> {
+        let size = content.len() as u64;
+        let mut batch = vec![
+            ensure_repository(repo, now_ms),
+            Statement::new(
+                "INSERT INTO manifests (repository, digest, media_type, artifact_type, subject, \
+                 annotations, size, content, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+                 ON CONFLICT (repository, digest) DO NOTHING",
+            )
+            .bind(repo.as_str())
+            .bind(digest.as_str())
+            .bind(manifest.media_type.as_str())
+            .bind(manifest.artifact_type.clone())
+            .bind(manifest.subject.as_ref().map(|s| s.to_string()))
+            .bind(manifest.annotations.clone())
+            .bind(size)
+            .bind(SqlValue::Bytes(content))
+            .bind(now_ms),
+        ];
+        for tag in tags {
+            batch.push(
+                Statement::new(
+                    "INSERT INTO tags (repository, name, digest, updated_at) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (repository, name) DO UPDATE SET digest = excluded.digest, \
+                     updated_at = excluded.updated_at",
+                )
+                .bind(repo.as_str())
+                .bind(tag.as_str())
+                .bind(digest.as_str())
+                .bind(now_ms),
+            );
+        }
+        self.sql.batch(batch).await?;
+        Ok(())
+    }
+
+    /// Deletes a manifest and every tag pointing at it; false when it did not exist.
+    pub async fn delete_manifest(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<bool, RegistryError> {
+        let results = self
+            .sql
+            .batch(vec![
+                Statement::new("DELETE FROM tags WHERE repository = $1 AND digest = $2")
+                    .bind(repo.as_str())
+                    .bind(digest.as_str()),
+                Statement::new(
+                    "DELETE FROM manifests WHERE repository = $1 AND digest = $2 RETURNING digest",
+                )
+                .bind(repo.as_str())
+                .bind(digest.as_str()),
+            ])
+            .await?;
+        Ok(results.get(1).is_some_and(|rows| !rows.is_empty()))
+    }
+
+    /// Deletes a tag (not the manifest); false when it did not exist.
+    pub async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool, RegistryError> {
+        let rows = self
+            .sql
+            .query(
+                Statement::new(
+                    "DELETE FROM tags WHERE repository = $1 AND name = $2 RETURNING name",
+                )
+                .bind(repo.as_str())
+                .bind(tag.as_str()),
+            )
+            .await?;
+        Ok(!rows.is_empty())
+    }
+
+    /// Up to `limit` tags of `repo` after `last`, in byte order.
+    pub async fn tags(
+        &self,
+        repo: &RepoName,
+        last: &str,
+        limit: u64,
+    ) -> Result<Vec<String>, RegistryError> {
+        let rows = self
+            .sql
+            .query(
+                Statement::new(
+                    "SELECT name FROM tags WHERE repository = $1 AND name > $2 ORDER BY name LIMIT $3",
+                )
+                .bind(repo.as_str())
+                .bind(last)
+                .bind(limit),
+            )
+            .await?;
+        rows.iter().map(|r| r.text(0).map_err(Into::into)).collect()
+    }
+
+    pub async fn repository_exists(&self, repo: &RepoName) -> Result<bool, RegistryError> {
+        let rows = self
+            .sql
+            .query(Statement::new("SELECT 1 FROM repositories WHERE name = $1").bind(repo.as_str()))
+            .await?;
+        Ok(!rows.is_empty())
+    }
+
+    /// Up to `limit` repository names after `last`, in byte order.
+    pub async fn repositories(&self, last: &str, limit: u64) -> Result<Vec<String>, RegistryError> {
+        let rows = self
+            .sql
+            .query(
+                Statement::new(
+                    "SELECT name FROM repositories WHERE name > $1 ORDER BY name LIMIT $2",
+                )
+                .bind(last)
+                .bind(limit),
+            )
+            .await?;
+        rows.iter().map(|r| r.text(0).map_err(Into::into)).collect()
+    }
+
+    /// Manifests in `repo` whose subject is `subject`, optionally of one artifact type.
+    pub async fn referrers(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<Referrer>, RegistryError> {
+        let mut statement = Statement::new(match artifact_type {
+            None => "SELECT digest, media_type, size, artifact_type, annotations FROM manifests \
+                     WHERE repository = $1 AND subject = $2 ORDER BY digest",
+            Some(_) => "SELECT digest, media_type, size, artifact_type, annotations FROM manifests \
+                        WHERE repository = $1 AND subject = $2 AND artifact_type = $3 ORDER BY digest",
+        })
+        .bind(repo.as_str())
+        .bind(subject.as_str());
+        if let Some(artifact_type) = artifact_type {
+            statement = statement.bind(artifact_type);
+        }
+        let rows = self.sql.query(statement).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Referrer {
+                    digest: r.text(0)?,
+                    media_type: r.text(1)?,
+                    size: r.uint(2)?,
+                    artifact_type: r.opt_text(3)?,
+                    annotations: r.opt_text(4)?,
+                })
+            })
+            .collect()
+    }
+}
+
+fn link_statement(repo: &RepoName, digest: &Digest, now_ms: u64) -> Statement {
+    Statement::new(
+        "INSERT INTO repository_blobs (repository, digest, created_at) VALUES ($1, $2, $3) \
+         ON CONFLICT (repository, digest) DO NOTHING",
+    )
+    .bind(repo.as_str())
+    .bind(digest.as_str())
+    .bind(now_ms)
+}
+
+fn manifest_record(row: &Row, with_content: bool) -> Result<ManifestRecord, RegistryError> {
+    Ok(ManifestRecord {
+        digest: stored_digest(row, 0)?,
+        media_type: row.text(1)?,
+        size: row.uint(2)?,
+        content: if with_content {
+            Some(row.bytes(3)?)
+        } else {
+            None
+        },
+    })
+}
