@@ -43,8 +43,9 @@ pub enum RegistryError {
     BlobRangeInvalid { size: u64 },
     #[error("the operation is unsupported: {0}")]
     Unsupported(String),
-    #[error("{0} not allowed on this endpoint")]
-    MethodNotAllowed(&'static str),
+    /// A method the endpoint does not have; `allow` lists those it has (the `Allow` header).
+    #[error("method not allowed; this endpoint allows {allow}")]
+    MethodNotAllowed { allow: &'static str },
     #[error("not found")]
     NotFound,
     /// The request's body broke off (the client went away). No progress was recorded.
@@ -78,7 +79,7 @@ impl RegistryError {
                 ("RANGE_INVALID", StatusCode::RANGE_NOT_SATISFIABLE)
             }
             Unsupported(_) => ("UNSUPPORTED", StatusCode::BAD_REQUEST),
-            MethodNotAllowed(_) => ("UNSUPPORTED", StatusCode::METHOD_NOT_ALLOWED),
+            MethodNotAllowed { .. } => ("UNSUPPORTED", StatusCode::METHOD_NOT_ALLOWED),
             NotFound => ("NOT_FOUND", StatusCode::NOT_FOUND),
             BodyIncomplete(_) => ("BLOB_UPLOAD_INVALID", StatusCode::BAD_REQUEST),
             Unavailable(_) => ("UNAVAILABLE", StatusCode::SERVICE_UNAVAILABLE),
@@ -124,6 +125,9 @@ impl RegistryError {
             }
             RegistryError::Unavailable(_) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            RegistryError::MethodNotAllowed { allow } => {
+                headers.insert(header::ALLOW, HeaderValue::from_static(allow));
             }
             _ => {}
         }

@@ -107,14 +107,23 @@ impl BlobStore for MemoryBlobStore {
         &self,
         handle: &str,
         digest: &Digest,
-        _size: u64,
+        size: u64,
     ) -> Result<String, StoreError> {
-        let data = self
+        let mut data = self
             .uploads
             .lock()
             .map_err(|_| poisoned())?
             .remove(handle)
             .ok_or_else(|| StoreError::NotFound(handle.to_owned()))?;
+        let size = usize::try_from(size).unwrap_or(usize::MAX);
+        if data.len() < size {
+            return Err(StoreError::NotFound(format!(
+                "{handle}: {} of {size} bytes",
+                data.len()
+            )));
+        }
+        // Bytes beyond `size` are leftovers of a refused append; they are not part of the blob.
+        data.truncate(size);
         let locator = format!("mem:{digest}");
         self.blobs
             .lock()

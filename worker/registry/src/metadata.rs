@@ -7,7 +7,7 @@ use bytes::Bytes;
 
 use crate::digest::Digest;
 use crate::error::RegistryError;
-use crate::manifest::ParsedManifest;
+use crate::manifest::{Dependency, ParsedManifest, ReferenceKind};
 use crate::names::{RepoName, Tag};
 use crate::ports::{Row, Sql, SqlValue, Statement};
 
@@ -253,46 +253,51 @@ impl<'a> Metadata<'a> {
             .transpose()
     }
 
-    /// Of the given dependencies, those `repo` does not have with the declared size: one query.
+    /// Of the given dependencies, those `repo` does not have (as a blob or as a manifest, as the
+    /// dependency requires) with the declared size: one query.
     pub async fn missing_dependencies(
         &self,
         repo: &RepoName,
-        wanted: &[crate::manifest::Dependency],
+        wanted: &[Dependency],
     ) -> Result<Vec<String>, RegistryError> {
         if wanted.is_empty() {
             return Ok(Vec::new());
         }
-        let mut unique: Vec<&crate::manifest::Dependency> = Vec::new();
-        for dep in wanted {
-            if !unique.iter().any(|u| u.digest == dep.digest) {
-                unique.push(dep);
-            }
-        }
-        let placeholders: Vec<String> = (0..unique.len()).map(|i| format!("${}", i + 2)).collect();
+        let mut digests: Vec<&str> = wanted.iter().map(|d| d.digest.as_str()).collect();
+        digests.sort_unstable();
+        digests.dedup();
+        let placeholders: Vec<String> = (0..digests.len()).map(|i| format!("${}", i + 2)).collect();
         let list = placeholders.join(", ");
         let sql = format!(
-            "SELECT rb.digest, b.size FROM repository_blobs rb JOIN blobs b ON b.digest = rb.digest \
+            "SELECT rb.digest, b.size, 'blob' FROM repository_blobs rb JOIN blobs b ON b.digest = rb.digest \
              WHERE rb.repository = $1 AND rb.digest IN ({list}) \
-             UNION ALL SELECT digest, size FROM manifests WHERE repository = $1 AND digest IN ({list})"
+             UNION ALL SELECT digest, size, 'manifest' FROM manifests WHERE repository = $1 AND digest IN ({list})"
         );
         let mut statement = Statement::new(sql).bind(repo.as_str());
-        for dep in &unique {
-            statement = statement.bind(dep.digest.as_str());
+        for digest in &digests {
+            statement = statement.bind(*digest);
         }
         let rows = self.sql.query(statement).await?;
-        let mut present: Vec<(String, u64)> = Vec::with_capacity(rows.len());
+        let mut present: Vec<(String, u64, ReferenceKind)> = Vec::with_capacity(rows.len());
         for row in &rows {
-            present.push((row.text(0)?, row.uint(1)?));
+            let kind = if row.text(2)? == "manifest" {
+                ReferenceKind::Manifest
+            } else {
+                ReferenceKind::Blob
+            };
+            present.push((row.text(0)?, row.uint(1)?, kind));
         }
-        Ok(unique
-            .into_iter()
-            .filter(|dep| {
-                !present
-                    .iter()
-                    .any(|(digest, size)| digest == dep.digest.as_str() && *size == dep.size)
-            })
-            .map(|dep| format!("{} ({} bytes)", dep.digest, dep.size))
-            .collect())
+        let mut missing: Vec<String> = Vec::new();
+        for dep in wanted {
+            let found = present.iter().any(|(digest, size, kind)| {
+                digest == dep.digest.as_str() && *size == dep.size && *kind == dep.kind
+            });
+            let text = format!("{} ({} bytes)", dep.digest, dep.size);
+            if !found && !missing.contains(&text) {
+                missing.push(text);
+            }
+        }
+        Ok(missing)
     }
 
     /// Stores a manifest and points `tags` at it: one batch.

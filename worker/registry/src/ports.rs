@@ -262,7 +262,9 @@ pub trait BlobStore: MaybeSend + MaybeSync {
         bytes: ByteStream,
     ) -> Result<String, StoreError>;
 
-    /// Makes the upload an immutable blob under its (already verified) digest; returns its locator.
+    /// Makes the first `size` bytes of the upload an immutable blob under its (already verified)
+    /// digest; returns its locator. Bytes beyond `size` (left by an append the core refused) are
+    /// not part of the blob.
     async fn finish_upload(
         &self,
         handle: &str,

@@ -117,24 +117,24 @@ impl Registry {
         match route {
             Route::Base => match method {
                 Method::GET | Method::HEAD => Ok(json_response(StatusCode::OK, "{}".into())),
-                _ => Err(RegistryError::MethodNotAllowed("only GET and HEAD are")),
+                _ => Err(RegistryError::MethodNotAllowed { allow: "GET, HEAD" }),
             },
             Route::Catalog => match method {
                 Method::GET => self.catalog(&query).await,
-                _ => Err(RegistryError::MethodNotAllowed("only GET is")),
+                _ => Err(RegistryError::MethodNotAllowed { allow: "GET" }),
             },
             Route::Tags { name } => {
                 let repo = RepoName::parse(name)?;
                 match method {
                     Method::GET => self.list_tags(&repo, &query).await,
-                    _ => Err(RegistryError::MethodNotAllowed("only GET is")),
+                    _ => Err(RegistryError::MethodNotAllowed { allow: "GET" }),
                 }
             }
             Route::Referrers { name, digest } => {
                 let repo = RepoName::parse(name)?;
                 match method {
                     Method::GET => self.referrers(&repo, digest, &query).await,
-                    _ => Err(RegistryError::MethodNotAllowed("only GET is")),
+                    _ => Err(RegistryError::MethodNotAllowed { allow: "GET" }),
                 }
             }
             Route::Manifest { name, reference } => {
@@ -144,9 +144,9 @@ impl Registry {
                     Method::HEAD => self.get_manifest(&repo, reference, false).await,
                     Method::PUT => self.put_manifest(&repo, reference, &query, request).await,
                     Method::DELETE => self.delete_manifest(&repo, reference).await,
-                    _ => Err(RegistryError::MethodNotAllowed(
-                        "only GET, HEAD, PUT and DELETE are",
-                    )),
+                    _ => Err(RegistryError::MethodNotAllowed {
+                        allow: "GET, HEAD, PUT, DELETE",
+                    }),
                 }
             }
             Route::Blob { name, digest } => {
@@ -155,16 +155,16 @@ impl Registry {
                     Method::GET => self.get_blob(&repo, digest, request.headers(), true).await,
                     Method::HEAD => self.get_blob(&repo, digest, request.headers(), false).await,
                     Method::DELETE => self.delete_blob(&repo, digest).await,
-                    _ => Err(RegistryError::MethodNotAllowed(
-                        "only GET, HEAD and DELETE are",
-                    )),
+                    _ => Err(RegistryError::MethodNotAllowed {
+                        allow: "GET, HEAD, DELETE",
+                    }),
                 }
             }
             Route::UploadStart { name } => {
                 let repo = RepoName::parse(name)?;
                 match method {
                     Method::POST => self.start_upload(&repo, &query, request).await,
-                    _ => Err(RegistryError::MethodNotAllowed("only POST is")),
+                    _ => Err(RegistryError::MethodNotAllowed { allow: "POST" }),
                 }
             }
             Route::Upload { name, session } => {
@@ -174,9 +174,9 @@ impl Registry {
                     Method::PATCH => self.patch_upload(&repo, session, request).await,
                     Method::PUT => self.finish_upload(&repo, session, &query, request).await,
                     Method::DELETE => self.cancel_upload(&repo, session).await,
-                    _ => Err(RegistryError::MethodNotAllowed(
-                        "only GET, PATCH, PUT and DELETE are",
-                    )),
+                    _ => Err(RegistryError::MethodNotAllowed {
+                        allow: "GET, PATCH, PUT, DELETE",
+                    }),
                 }
             }
         }
