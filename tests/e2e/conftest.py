@@ -121,7 +121,13 @@ def registry_factory(work_dir):
 
 def _health_check(server: RegistryServer, client: OciClient):
     assert server.running(), f"the registry process died during the test:\n{server.log_tail()}"
-    assert client.alive(), f"the registry no longer answers GET /v2/ with 200:\n{server.log_tail()}"
+    ok, what = client.alive(fresh_connection=True)
+    assert ok, f"the registry no longer answers GET /v2/ with 200 ({what}):\n{server.log_tail()}"
+    # The connection the test's last request used must still be usable (or
+    # have been closed with "Connection: close"): a server that silently drops
+    # a kept-alive connection breaks ordinary HTTP clients.
+    ok, what = client.alive()
+    assert ok, f"GET /v2/ on the test's kept-alive connection failed ({what}):\n{server.log_tail()}"
 
 
 @pytest.fixture

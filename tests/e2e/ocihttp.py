@@ -11,7 +11,7 @@ Conventions used throughout the suite:
   :func:`with_query` appends parameters with ``&`` when a ``?`` is present.
 * Every response that goes through :class:`OciClient` is checked: a 5xx answer
   fails the test immediately (the registry must never answer 500 to anything
-  this suite sends).
+  this suite sends), and a JSON error body must use the spec's error codes.
 """
 
 from __future__ import annotations
@@ -44,14 +44,15 @@ MANIFEST_ACCEPT = ", ".join([OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LI
 
 EMPTY_JSON = b"{}"
 
-# Error codes a registry may use (spec "Error Codes" table plus the legacy
-# Docker ones the spec says clients may still encounter).
+# The spec's "Error Codes" table (the `code` of an error MUST be one of these;
+# the spec also mentions the legacy TAG_INVALID and MANIFEST_UNVERIFIED).
 SPEC_ERROR_CODES = {
     "BLOB_UNKNOWN", "BLOB_UPLOAD_INVALID", "BLOB_UPLOAD_UNKNOWN", "DIGEST_INVALID",
     "MANIFEST_BLOB_UNKNOWN", "MANIFEST_INVALID", "MANIFEST_UNKNOWN", "NAME_INVALID",
     "NAME_UNKNOWN", "SIZE_INVALID", "UNAUTHORIZED", "DENIED", "UNSUPPORTED",
     "TOOMANYREQUESTS",
 }
+
 LEGACY_ERROR_CODES = {"TAG_INVALID", "MANIFEST_UNVERIFIED"}
 
 MIB = 1024 * 1024
@@ -160,6 +161,27 @@ def error_codes(resp) -> list[str]:
     return [e["code"] for e in doc["errors"]]
 
 
+def check_error_document(method: str, url: str, status: int, body: bytes) -> None:
+    """Spec: a 4xx body MAY be in any format, but if it is JSON it MUST be
+    {"errors": [{"code": ...}]} with every code taken from the spec's table
+    (the legacy TAG_INVALID / MANIFEST_UNVERIFIED are tolerated)."""
+    if status < 400 or not body.strip().startswith(b"{"):
+        return
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return
+    errors = doc.get("errors") if isinstance(doc, dict) else None
+    assert isinstance(errors, list) and errors, (
+        f"{method} {url} -> {status}: JSON error body without a non-empty 'errors' list: {body[:300]!r}"
+    )
+    for err in errors:
+        code = err.get("code") if isinstance(err, dict) else None
+        assert code in SPEC_ERROR_CODES or code in LEGACY_ERROR_CODES, (
+            f"{method} {url} -> {status}: error code {code!r} is not one of the spec's codes: {body[:300]!r}"
+        )
+
+
 def status_of(resp) -> int:
     return resp.status_code if hasattr(resp, "status_code") else resp.status
 
@@ -197,7 +219,6 @@ class OciClient:
         self.port = parsed.port
         self.session = requests.Session()
         self.timeout = timeout
-        self.history: list[tuple[str, str, int]] = []
 
     def close(self):
         self.session.close()
@@ -213,11 +234,12 @@ class OciClient:
         kw.setdefault("allow_redirects", False)
         url = self.url(path_or_url)
         resp = self.session.request(method, url, **kw)
-        self.history.append((method, url, resp.status_code))
         if resp.status_code >= 500 and not allow_5xx:
             raise ServerError(
                 f"registry answered {resp.status_code} to {method} {url}: {resp.content[:1000]!r}"
             )
+        if not kw.get("stream"):
+            check_error_document(method, url, resp.status_code, resp.content)
         return resp
 
     def get(self, p, **kw):
@@ -243,12 +265,18 @@ class OciClient:
         assert loc, f"{resp.request.method} {resp.url} -> {resp.status_code} without Location header"
         return self.url(loc)
 
-    def alive(self) -> bool:
+    def alive(self, fresh_connection: bool = False) -> tuple[bool, str]:
+        """Does the registry answer GET /v2/ with 200?
+
+        By default the request goes through the client's session, i.e. on a
+        kept-alive connection of the previous requests when there is one.
+        """
+        get = requests.get if fresh_connection else self.session.get
         try:
-            r = self.session.get(self.url("/v2/"), timeout=10)
-        except requests.RequestException:
-            return False
-        return r.status_code == 200
+            r = get(self.url("/v2/"), timeout=10)
+        except requests.RequestException as exc:
+            return False, f"{type(exc).__name__}: {exc}"
+        return r.status_code == 200, f"HTTP {r.status_code}"
 
     # -- uploads -----------------------------------------------------------
 

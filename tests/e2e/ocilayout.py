@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Iterable, Optional
 
 from ocihttp import (
-    DOCKER_CONFIG, DOCKER_LIST, DOCKER_MANIFEST, MIB, OCI_CONFIG, OCI_INDEX, OCI_LAYER,
+    DOCKER_CONFIG, DOCKER_LIST, DOCKER_MANIFEST, MIB, OCI_CONFIG, OCI_INDEX,
     OCI_MANIFEST, sha256_digest,
 )
 

@@ -98,7 +98,7 @@ def referrers(client, repo: str, digest: str, artifact_type: str | None = None):
     assert r.headers.get("Content-Type", "").split(";")[0].strip() == OCI_INDEX
     index = r.json()
     assert index["schemaVersion"] == 2
-    assert index.get("mediaType") == OCI_INDEX
+    assert index.get("mediaType", OCI_INDEX) == OCI_INDEX
     assert isinstance(index["manifests"], list)
     return r, index
 
@@ -213,8 +213,9 @@ def test_attach_referrer_and_list_it_with_artifact_type_filter(registry, client,
     sig_digest = r_sig.headers["Docker-Content-Digest"]
 
     # 3. A manifest referring to something else must not show up.
-    client.push_image(repo, "other")
+    client.push_image(repo, "other", layers=[b"a different image"])
     other = subject_of(client, repo, "other")
+    assert other.digest != subject.digest
     r_other = push_artifact(oras_client, f"{registry.host}/{repo}:other-sbom", [(sbom, SBOM_TYPE)],
                             artifact_type=SBOM_TYPE, annotations={}, empty_config=empty, subject=other)
     assert r_other.headers.get("OCI-Subject") == other.digest

@@ -19,7 +19,10 @@ import subprocess
 
 import pytest
 
-from ocihttp import DOCKER_CONFIG, DOCKER_LAYER_GZIP, DOCKER_MANIFEST, MIB, OCI_INDEX, OCI_LAYER, OCI_LAYER_GZIP, OCI_MANIFEST, sha256_digest
+from ocihttp import (
+    DOCKER_CONFIG, DOCKER_LAYER_GZIP, DOCKER_MANIFEST, MIB, OCI_INDEX, OCI_LAYER, OCI_LAYER_GZIP, OCI_MANIFEST,
+    sha256_digest,
+)
 from ocilayout import Layout, gzip_bytes, image_config, random_tar_layer, tar_layer, write_big_tar_layer
 
 SKOPEO = os.environ.get("SKOPEO") or shutil.which("skopeo") or "/usr/bin/skopeo"

@@ -46,7 +46,8 @@ pub enum RegistryError {
     /// A method the endpoint does not have; `allow` lists those it has (the `Allow` header).
     #[error("method not allowed; this endpoint allows {allow}")]
     MethodNotAllowed { allow: &'static str },
-    #[error("not found")]
+    /// No endpoint has this path.
+    #[error("no such endpoint")]
     NotFound,
     /// The request's body broke off (the client went away). No progress was recorded.
     #[error("request body incomplete: {0}")]
@@ -75,12 +76,13 @@ impl RegistryError {
             NameUnknown => ("NAME_UNKNOWN", StatusCode::NOT_FOUND),
             SizeInvalid(_) => ("SIZE_INVALID", StatusCode::BAD_REQUEST),
             TagInvalid(_) => ("TAG_INVALID", StatusCode::BAD_REQUEST),
-            UploadRangeInvalid { .. } | BlobRangeInvalid { .. } => {
-                ("RANGE_INVALID", StatusCode::RANGE_NOT_SATISFIABLE)
-            }
+            // The spec's code table has no range code, and its codes are the only ones allowed:
+            // an out-of-order chunk is an invalid upload, an unsatisfiable read an invalid size.
+            UploadRangeInvalid { .. } => ("BLOB_UPLOAD_INVALID", StatusCode::RANGE_NOT_SATISFIABLE),
+            BlobRangeInvalid { .. } => ("SIZE_INVALID", StatusCode::RANGE_NOT_SATISFIABLE),
             Unsupported(_) => ("UNSUPPORTED", StatusCode::BAD_REQUEST),
             MethodNotAllowed { .. } => ("UNSUPPORTED", StatusCode::METHOD_NOT_ALLOWED),
-            NotFound => ("NOT_FOUND", StatusCode::NOT_FOUND),
+            NotFound => ("UNSUPPORTED", StatusCode::NOT_FOUND),
             BodyIncomplete(_) => ("BLOB_UPLOAD_INVALID", StatusCode::BAD_REQUEST),
             Unavailable(_) => ("UNAVAILABLE", StatusCode::SERVICE_UNAVAILABLE),
             Internal(_) => ("INTERNAL_ERROR", StatusCode::INTERNAL_SERVER_ERROR),

@@ -91,7 +91,7 @@ fn unknown_routes_are_404_with_an_oci_error_body() {
     ] {
         let reply = r.get(uri);
         reply.expect_status(StatusCode::NOT_FOUND);
-        reply.error_code();
+        assert_eq!(reply.error_code(), "UNSUPPORTED", "{uri}");
     }
 }
 
@@ -118,7 +118,10 @@ fn wrong_methods_are_405_with_an_oci_error_body() {
         let reply = r.send(method.clone(), &uri, &[], Body::Empty);
         reply.expect_status(StatusCode::METHOD_NOT_ALLOWED);
         let allow = reply.must_header("allow");
-        assert!(!allow.contains(method.as_str()), "{method} {uri}: Allow {allow}");
+        assert!(
+            !allow.contains(method.as_str()),
+            "{method} {uri}: Allow {allow}"
+        );
         if method != Method::HEAD {
             assert_eq!(reply.error_code(), "UNSUPPORTED", "{method} {uri}");
         }
@@ -331,13 +334,13 @@ fn every_error_code_answers_with_the_oci_error_envelope_and_its_status() {
                 .header("content-length", "3")
                 .body(b"xyz"),
             StatusCode::RANGE_NOT_SATISFIABLE,
-            "RANGE_INVALID",
+            "BLOB_UPLOAD_INVALID",
         ),
         (
             call(Method::GET, format!("/v2/{REPO}/blobs/{}", blob.digest))
                 .header("range", "bytes=50-60"),
             StatusCode::RANGE_NOT_SATISFIABLE,
-            "RANGE_INVALID",
+            "SIZE_INVALID",
         ),
         (
             call(Method::DELETE, "/v2/_catalog"),

@@ -343,7 +343,7 @@ fn a_closing_put_whose_chunk_does_not_start_at_the_offset_is_416() {
         &[("content-range", "9-10"), ("content-length", "2")],
         b"67".to_vec(),
     );
-    reply.expect_error(StatusCode::RANGE_NOT_SATISFIABLE, "RANGE_INVALID");
+    reply.expect_error(StatusCode::RANGE_NOT_SATISFIABLE, "BLOB_UPLOAD_INVALID");
     assert_eq!(reply.header("range"), Some("0-4"));
 }
 
@@ -356,7 +356,7 @@ fn a_chunk_that_does_not_start_at_the_offset_is_416_with_the_current_range() {
     let location = r.start_upload(REPO);
     let patched = r.patch_chunk(&location, 0, b"abc");
     let reply = r.patch_chunk(&patched.location(), 5, b"fgh");
-    reply.expect_error(StatusCode::RANGE_NOT_SATISFIABLE, "RANGE_INVALID");
+    reply.expect_error(StatusCode::RANGE_NOT_SATISFIABLE, "BLOB_UPLOAD_INVALID");
     assert_eq!(reply.header("range"), Some("0-2"));
     assert_eq!(reply.error_detail()["offset"], 3);
 }
@@ -367,7 +367,7 @@ fn a_chunk_that_resends_accepted_bytes_is_416_with_the_current_range() {
     let location = r.start_upload(REPO);
     let patched = r.patch_chunk(&location, 0, b"abc");
     let reply = r.patch_chunk(&patched.location(), 0, b"abcdef");
-    reply.expect_error(StatusCode::RANGE_NOT_SATISFIABLE, "RANGE_INVALID");
+    reply.expect_error(StatusCode::RANGE_NOT_SATISFIABLE, "BLOB_UPLOAD_INVALID");
     assert_eq!(reply.header("range"), Some("0-2"));
 }
 
@@ -380,7 +380,7 @@ fn a_malformed_content_range_is_416() {
         &[("content-range", "three-to-five"), ("content-length", "3")],
         b"abc".to_vec(),
     )
-    .expect_error(StatusCode::RANGE_NOT_SATISFIABLE, "RANGE_INVALID");
+    .expect_error(StatusCode::RANGE_NOT_SATISFIABLE, "BLOB_UPLOAD_INVALID");
 }
 
 #[test]
