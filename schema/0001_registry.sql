@@ -1,6 +1,10 @@
 -- The registry's metadata: repositories, blobs and their storage locators, repository links,
 -- manifests (stored inline, at most a few MiB), tags and (through manifests.subject) referrers.
 --
+-- Manifests are JSON, hence valid UTF-8, and are kept as TEXT byte for byte (half the size of
+-- bytea's hex on the wire: a 4 MiB manifest stays under Neon's 10 MiB request and response caps).
+-- `annotations` is filled only for manifests with a subject: the referrers API is its only reader.
+--
 -- Dialect: PostgreSQL, kept to the subset SQLite also runs. Names sort bytewise (COLLATE "C";
 -- the SQLite executor registers a "C" collation) so tag and catalog pages come from the primary
 -- key's order, never from a sort of the whole table.
@@ -32,7 +36,7 @@ CREATE TABLE manifests (
     subject TEXT,
     annotations TEXT,
     size BIGINT NOT NULL,
-    content BYTEA NOT NULL,
+    content TEXT NOT NULL,
     created_at BIGINT NOT NULL,
     PRIMARY KEY (repository, digest)
 );

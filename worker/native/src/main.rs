@@ -1,28 +1,46 @@
 //! `openregistry`: the native host. `serve` runs the registry on embedded defaults (filesystem
 //! blobs, SQLite metadata and sessions under one data directory); `migrate` applies the schema.
 
+mod bodies;
 mod embedded;
 mod fs_store;
+mod http_client;
 mod server;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
-use openregistry::ports::{Clock, NoHttpClient, Ports};
+use clap::{Args, Parser, Subcommand};
+use openregistry::neon::{NeonConfig, NeonSql};
+use openregistry::ports::{Clock, HttpClient, Ports, Sql};
 use openregistry::{Config, Registry};
 use openregistry_sqlite::{SqliteKv, SqliteSql};
 
 use crate::embedded::{EmbeddedKv, EmbeddedSql, OsRandom, SystemClock};
 use crate::fs_store::FsBlobStore;
+use crate::http_client::HyperClient;
 
 #[derive(Parser)]
 #[command(name = "openregistry", version, about = "An OCI Distribution registry")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+/// Where metadata lives: the embedded SQLite by default, or Postgres over Neon's HTTP protocol.
+#[derive(Args, Clone)]
+struct DatabaseArgs {
+    /// Where blobs, upload sessions and (without a database URL) metadata are kept.
+    #[arg(long, env = "OPENREGISTRY_DATA_DIR", default_value = "./data")]
+    data_dir: PathBuf,
+    /// A postgres:// or postgresql:// URL (for example a Neon database's). Unset: embedded SQLite.
+    #[arg(long, env = "OPENREGISTRY_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+    /// Override of the SQL-over-HTTP endpoint (default: Neon's, derived from the URL's host).
+    #[arg(long, env = "OPENREGISTRY_DATABASE_HTTP_ENDPOINT")]
+    database_http_endpoint: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -32,37 +50,52 @@ enum Command {
         /// Address to listen on.
         #[arg(long, env = "OPENREGISTRY_LISTEN", default_value = "127.0.0.1:5000")]
         listen: SocketAddr,
-        /// Where blobs, metadata and upload sessions are kept.
-        #[arg(long, env = "OPENREGISTRY_DATA_DIR", default_value = "./data")]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        database: DatabaseArgs,
         /// Allow listening on a non-loopback address although nobody is authenticated yet.
         #[arg(long, env = "OPENREGISTRY_OPEN", default_value_t = false)]
         open: bool,
     },
     /// Apply pending schema migrations to the configured database, then exit.
     Migrate {
-        #[arg(long, env = "OPENREGISTRY_DATA_DIR", default_value = "./data")]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        database: DatabaseArgs,
     },
 }
 
-/// The embedded metadata database in `data_dir`, migrated.
-async fn open_metadata(data_dir: &Path) -> Result<SqliteSql, String> {
+/// The configured metadata database, migrated.
+async fn open_metadata(
+    args: &DatabaseArgs,
+    http: Arc<dyn HttpClient>,
+) -> Result<Arc<dyn Sql>, String> {
+    let data_dir = &args.data_dir;
     std::fs::create_dir_all(data_dir)
         .map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
-    let path = data_dir.join("registry.sqlite");
-    let db = SqliteSql::open(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-    let applied =
-        openregistry::migrations::migrate(&EmbeddedSql(db.clone()), SystemClock.now_unix_millis())
-            .await
-            .map_err(|e| format!("migrating {}: {e}", path.display()))?;
-    for name in applied {
-        tracing::info!(migration = name, "applied");
-    }
-    Ok(db)
+    let (sql, described): (Arc<dyn Sql>, String) = match &args.database_url {
+        Some(url) => {
+            let config = NeonConfig::new(url, args.database_http_endpoint.as_deref())
+                .map_err(|e| format!("OPENREGISTRY_DATABASE_URL: {e}"))?;
+            let described = format!("postgres over HTTP at {}", config.endpoint);
+            (Arc::new(NeonSql::new(http, config)), described)
+        }
+        None => {
+            let path = data_dir.join("registry.sqlite");
+            let db = SqliteSql::open(&path)
+                .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+            (
+                Arc::new(EmbeddedSql(db)),
+                format!("embedded SQLite at {}", path.display()),
+            )
+        }
+    };
+    let applied = openregistry::migrations::migrate(sql.as_ref(), SystemClock.now_unix_millis())
+        .await
+        .map_err(|e| format!("migrating the metadata database ({described}): {e}"))?;
+    tracing::info!(database = %described, applied = ?applied, "metadata database ready");
+    Ok(sql)
 }
 
-async fn serve(listen: SocketAddr, data_dir: PathBuf, open: bool) -> Result<(), String> {
+async fn serve(listen: SocketAddr, database: DatabaseArgs, open: bool) -> Result<(), String> {
     if !listen.ip().is_loopback() && !open {
         return Err(format!(
             "refusing to listen on {listen}: authentication is not implemented yet, so anyone who \
@@ -70,7 +103,9 @@ async fn serve(listen: SocketAddr, data_dir: PathBuf, open: bool) -> Result<(), 
              (OPENREGISTRY_OPEN=true) if that is really what you want."
         ));
     }
-    let metadata = open_metadata(&data_dir).await?;
+    let http: Arc<dyn HttpClient> = Arc::new(HyperClient::new());
+    let metadata = open_metadata(&database, http.clone()).await?;
+    let data_dir = database.data_dir;
     let kv_path = data_dir.join("sessions.sqlite");
     let kv_db =
         SqliteSql::open(&kv_path).map_err(|e| format!("cannot open {}: {e}", kv_path.display()))?;
@@ -86,9 +121,9 @@ async fn serve(listen: SocketAddr, data_dir: PathBuf, open: bool) -> Result<(), 
     }
     let ports = Ports {
         kv: Arc::new(EmbeddedKv(kv)),
-        sql: Arc::new(EmbeddedSql(metadata)),
+        sql: metadata,
         blobs: Arc::new(blobs),
-        http: Arc::new(NoHttpClient),
+        http,
         clock: Arc::new(SystemClock),
         random: Arc::new(OsRandom),
     };
@@ -145,10 +180,12 @@ async fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Serve {
             listen,
-            data_dir,
+            database,
             open,
-        } => serve(listen, data_dir, open).await,
-        Command::Migrate { data_dir } => open_metadata(&data_dir).await.map(|_| ()),
+        } => serve(listen, database, open).await,
+        Command::Migrate { database } => open_metadata(&database, Arc::new(HyperClient::new()))
+            .await
+            .map(|_| ()),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -6,51 +6,31 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use futures_util::StreamExt;
-use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, BodyStream, Empty, Full, StreamBody};
-use hyper::body::{Frame, Incoming};
+use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
-use openregistry::body::{Body, BodyError};
+use openregistry::body::Body;
 use openregistry::Registry;
 use tokio::net::TcpListener;
 
-type ResponseBody = UnsyncBoxBody<Bytes, BodyError>;
+use crate::bodies::{from_incoming, to_hyper, HyperBody};
 
-/// hyper's streaming request body as the core's `Body`.
+/// hyper's request as the core's.
 fn into_core_request(request: Request<Incoming>) -> Request<Body> {
-    request.map(|incoming| {
-        let stream = BodyStream::new(incoming).filter_map(|frame| async move {
-            match frame {
-                Ok(frame) => frame.into_data().ok().map(Ok),
-                Err(e) => Some(Err(BodyError::Transport(e.to_string()))),
-            }
-        });
-        Body::from_stream(stream)
-    })
+    request.map(from_incoming)
 }
 
-/// The core's `Body` as a hyper response body, still streaming.
-fn into_hyper_response(response: openregistry::http::Response<Body>) -> Response<ResponseBody> {
-    response.map(|body| match body {
-        Body::Empty => Empty::new().map_err(|never| match never {}).boxed_unsync(),
-        Body::Full(bytes) => Full::new(bytes)
-            .map_err(|never| match never {})
-            .boxed_unsync(),
-        Body::Stream(stream) => {
-            BodyExt::boxed_unsync(StreamBody::new(stream.map(|chunk| chunk.map(Frame::data))))
-        }
-    })
+/// The core's response as hyper's.
+fn into_hyper_response(response: openregistry::http::Response<Body>) -> Response<HyperBody> {
+    response.map(to_hyper)
 }
 
 async fn serve_one(
     registry: Arc<Registry>,
     request: Request<Incoming>,
-) -> Result<Response<ResponseBody>, Infallible> {
+) -> Result<Response<HyperBody>, Infallible> {
     let started = Instant::now();
     let method = request.method().clone();
     let path = request.uri().path().to_owned();

@@ -15,6 +15,7 @@ pub mod memory;
 pub mod metadata;
 pub mod migrations;
 pub mod names;
+pub mod neon;
 pub mod ports;
 pub mod range;
 pub mod session;

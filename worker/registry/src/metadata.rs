@@ -9,7 +9,7 @@ use crate::digest::Digest;
 use crate::error::RegistryError;
 use crate::manifest::{Dependency, ParsedManifest, ReferenceKind};
 use crate::names::{RepoName, Tag};
-use crate::ports::{Row, Sql, SqlValue, Statement};
+use crate::ports::{Row, Sql, Statement};
 
 /// A blob as the database knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -163,7 +163,7 @@ impl<'a> Metadata<'a> {
             .sql
             .batch(vec![
                 Statement::new(
-                    "INSERT INTO repositories (name, created_at) SELECT $1, $2 \
+                    "INSERT INTO repositories (name, created_at) SELECT CAST($1 AS TEXT), CAST($2 AS BIGINT) \
                      WHERE EXISTS (SELECT 1 FROM repository_blobs WHERE repository = $3 AND digest = $4) \
                      ON CONFLICT (name) DO NOTHING",
                 )
@@ -173,7 +173,8 @@ impl<'a> Metadata<'a> {
                 .bind(digest.as_str()),
                 Statement::new(
                     "INSERT INTO repository_blobs (repository, digest, created_at) \
-                     SELECT $1, digest, $2 FROM repository_blobs WHERE repository = $3 AND digest = $4 \
+                     SELECT CAST($1 AS TEXT), digest, CAST($2 AS BIGINT) FROM repository_blobs \
+                     WHERE repository = $3 AND digest = $4 \
                      ON CONFLICT (repository, digest) DO UPDATE SET created_at = repository_blobs.created_at \
                      RETURNING digest",
                 )
@@ -306,7 +307,7 @@ impl<'a> Metadata<'a> {
         repo: &RepoName,
         digest: &Digest,
         manifest: &ParsedManifest,
-        content: Bytes,
+        content: String,
         tags: &[Tag],
         now_ms: u64,
     ) -> Result<(), RegistryError> {
@@ -323,9 +324,9 @@ impl<'a> Metadata<'a> {
             .bind(manifest.media_type.as_str())
             .bind(manifest.artifact_type.clone())
             .bind(manifest.subject.as_ref().map(|s| s.to_string()))
-            .bind(manifest.annotations.clone())
+            .bind(manifest.subject.as_ref().and(manifest.annotations.clone()))
             .bind(size)
-            .bind(SqlValue::Bytes(content))
+            .bind(content)
             .bind(now_ms),
         ];
         for tag in tags {

@@ -306,6 +306,12 @@ pub trait BlobStore: MaybeSend + MaybeSync {
 // ---------------------------------------------------------------------------------------------
 // HttpClient
 
+/// How long an outbound request may take in all, set as a request extension by callers; hosts'
+/// `HttpClient`s enforce it (the core has no timer of its own). A request without one gets the
+/// host's default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeout(pub Duration);
+
 /// Outbound HTTP with streamed bodies: the Skynet and Neon clients are written against this.
 #[cfg_attr(not(target_arch = "wasm32"), async_trait::async_trait)]
 #[cfg_attr(target_arch = "wasm32", async_trait::async_trait(?Send))]

@@ -95,8 +95,11 @@ impl Registry {
         if !missing.is_empty() {
             return Err(RegistryError::ManifestBlobUnknown(missing.join(", ")));
         }
+        // Parsing succeeded, so the bytes are JSON and hence UTF-8: stored as text, byte for byte.
+        let text = String::from_utf8(content.to_vec())
+            .map_err(|_| RegistryError::ManifestInvalid("manifests are UTF-8 JSON".into()))?;
         metadata
-            .put_manifest(repo, &digest, &parsed, content, &tags, self.now_ms())
+            .put_manifest(repo, &digest, &parsed, text, &tags, self.now_ms())
             .await?;
 
         let mut headers = vec![
