@@ -7,6 +7,9 @@ Environment:
   SKOPEO            path of skopeo (default: skopeo on PATH)
   E2E_NO_SKIP=1     run openregistry_only tests even under distribution (to see how
                     the reference registry fails them; expect failures)
+  E2E_METADATA      unset (default: the registry's embedded metadata store) | neon: metadata in
+                    PostgreSQL behind the Neon SQL-over-HTTP stand-in (tests/neon-gateway); each
+                    registry gets its own fresh database, dropped at the end
 """
 
 from __future__ import annotations
@@ -20,11 +23,18 @@ from pathlib import Path
 
 import pytest
 
+import postgres_server
 import registry_server
+from neon_gateway import ALL_GATEWAYS, GatewayStartError, NeonGateway, install_deps
 from ocihttp import OciClient
 from registry_server import KIND, RegistryServer
 
 _TMP_ROOT: Path | None = None
+METADATA = os.environ.get("E2E_METADATA", "").strip().lower()
+if METADATA not in ("", "neon"):
+    raise pytest.UsageError(f"E2E_METADATA must be unset or 'neon', not {METADATA!r}")
+# The gateway plumbing's own tests exist only in that mode (the default run stays as it was).
+collect_ignore = [] if METADATA == "neon" else ["test_neon_gateway_fixture.py"]
 
 
 def pytest_configure(config):
@@ -38,7 +48,8 @@ def pytest_configure(config):
 
 def pytest_report_header(config):
     target = registry_server.openregistry_bin() if KIND == "openregistry" else registry_server.distribution_bin()
-    return f"registry under test: {KIND} ({target})"
+    metadata = "; metadata: Neon SQL over HTTP (tests/neon-gateway)" if METADATA == "neon" else ""
+    return f"registry under test: {KIND} ({target}){metadata}"
 
 
 def pytest_collection_modifyitems(config, items):
@@ -84,19 +95,83 @@ def work_dir(tmp_root, request):
 # registry processes
 # ---------------------------------------------------------------------------
 
-def _start(workdir: Path, name: str) -> RegistryServer:
-    server = RegistryServer(workdir, name=name)
+class NeonBackend:
+    """E2E_METADATA=neon: one PostgreSQL and one gateway for the session; a database per registry."""
+
+    def __init__(self, root: Path):
+        self.postgres = postgres_server.ensure_postgres()
+        self.gateway = NeonGateway(self.postgres.host, self.postgres.port,
+                                  log_path=root / "neon-gateway.log")
+        self.databases: list[str] = []
+
+    def registry_env(self, name: str) -> dict[str, str]:
+        """A fresh database for one registry, and the environment that points it there."""
+        database = self.postgres.create_database(f"e2e_{_slug(name, 20).replace('-', '_')}")
+        self.databases.append(database)
+        return {
+            "OPENREGISTRY_DATABASE_URL": f"postgresql://postgres:openregistry@ep-e2e.localtest.me/{database}",
+            "OPENREGISTRY_DATABASE_HTTP_ENDPOINT": self.gateway.url,
+        }
+
+    def close(self) -> None:
+        self.gateway.stop()
+        try:
+            for database in self.databases:
+                self.postgres.drop_database(database)
+        finally:
+            self.postgres.stop()
+
+
+@pytest.fixture(scope="session")
+def neon_backend(tmp_root):
+    """None by default; under E2E_METADATA=neon, the session's PostgreSQL + gateway."""
+    if METADATA != "neon":
+        yield None
+        return
     try:
+        install_deps()
+        backend = NeonBackend(tmp_root)
+    except (GatewayStartError, postgres_server.PostgresError) as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        backend.gateway.start()
+    except GatewayStartError as exc:
+        backend.close()
+        pytest.fail(str(exc), pytrace=False)
+    yield backend
+    backend.close()
+
+
+@pytest.fixture
+def neon_gateway(neon_backend):
+    """The session's gateway (None unless E2E_METADATA=neon): .url, .stats(), .reset_stats(),
+    .set_delay(ms), .stop(), .start(), .query(db, sql, params). A test may slow it down or stop it;
+    it is started again with no delay afterwards."""
+    if neon_backend is None:
+        yield None
+        return
+    gateway = neon_backend.gateway
+    yield gateway
+    gateway.start()
+    gateway.set_delay(0)
+
+
+def _start(workdir: Path, name: str, neon: "NeonBackend | None") -> RegistryServer:
+    try:
+        if neon is not None and not neon.gateway.running():
+            neon.gateway.start()  # a test stopped it and its registry is being (re)started
+        env = neon.registry_env(name) if neon is not None else None
+        server = RegistryServer(workdir, name=name, env=env)
         server.start()
-    except registry_server.RegistryStartError as exc:
+    except (registry_server.RegistryStartError, GatewayStartError, postgres_server.PostgresError) as exc:
         pytest.fail(str(exc), pytrace=False)
     return server
 
 
 @pytest.fixture(scope="session")
-def registry(tmp_root):
+def registry(tmp_root, neon_backend):
     """The registry shared by most tests (one process for the session)."""
-    server = _start(tmp_root / "shared-registry", "shared")
+    server = _start(tmp_root / "shared-registry", "shared", neon_backend)
     yield server
     rc = server.stop()
     # A graceful SIGTERM shutdown is part of the contract.
@@ -105,12 +180,13 @@ def registry(tmp_root):
 
 
 @pytest.fixture
-def registry_factory(work_dir):
-    """Start dedicated registries (own data dir) for tests that need isolation or crash them."""
+def registry_factory(work_dir, neon_backend):
+    """Start dedicated registries (own data dir, and own database under E2E_METADATA=neon) for
+    tests that need isolation or crash them."""
     started: list[RegistryServer] = []
 
     def make(name: str = "dedicated") -> RegistryServer:
-        server = _start(work_dir / f"{name}-{len(started)}", name)
+        server = _start(work_dir / f"{name}-{len(started)}", name, neon_backend)
         started.append(server)
         return server
 
@@ -151,8 +227,12 @@ def repo(request):
 # print the registry log when a test fails
 # ---------------------------------------------------------------------------
 
+def _logged_processes():
+    return [*registry_server.ALL_SERVERS, *ALL_GATEWAYS]
+
+
 def pytest_runtest_setup(item):
-    item._registry_log_offsets = {id(s): s.log_size() for s in registry_server.ALL_SERVERS}
+    item._registry_log_offsets = {id(s): s.log_size() for s in _logged_processes()}
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -162,11 +242,12 @@ def pytest_runtest_makereport(item, call):
     if not report.failed:
         return
     offsets = getattr(item, "_registry_log_offsets", {})
-    for server in registry_server.ALL_SERVERS:
+    for server in _logged_processes():
         start = offsets.get(id(server), 0)
         if server.log_size() <= start:
             continue
         text = server.log_since(start)
+        kind = getattr(server, "kind", "neon-gateway")
         report.sections.append(
-            (f"{server.kind} log ({server.name}, {server.log_path}) during {report.when}", text)
+            (f"{kind} log ({server.name}, {server.log_path}) during {report.when}", text)
         )

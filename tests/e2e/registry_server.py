@@ -50,7 +50,8 @@ class RegistryStartError(RuntimeError):
 class RegistryServer:
     """One registry process bound to 127.0.0.1 with its own data directory."""
 
-    def __init__(self, workdir: Path, kind: str = KIND, name: str = "registry"):
+    def __init__(self, workdir: Path, kind: str = KIND, name: str = "registry",
+                 env: Optional[dict[str, str]] = None):
         if kind not in KINDS:
             raise ValueError(f"E2E_REGISTRY must be one of {KINDS}, not {kind!r}")
         self.kind = kind
@@ -63,6 +64,9 @@ class RegistryServer:
         self.proc: Optional[subprocess.Popen] = None
         self._log = None
         self.starts = 0
+        # Extra environment for every start, restarts included (E2E_METADATA=neon puts the
+        # database URL and SQL endpoint here).
+        self.env = dict(env or {})
         ALL_SERVERS.append(self)
 
     # -- addresses -----------------------------------------------------------
@@ -136,6 +140,7 @@ class RegistryServer:
         self._log.flush()
         env = dict(os.environ)
         env.setdefault("RUST_BACKTRACE", "1")
+        env.update(self.env)
         self.proc = subprocess.Popen(
             cmd, stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log,
             cwd=self.workdir, env=env, start_new_session=True,
