@@ -156,11 +156,13 @@ def neon_gateway(neon_backend):
     gateway.set_delay(0)
 
 
-def _start(workdir: Path, name: str, neon: "NeonBackend | None") -> RegistryServer:
+def _start(workdir: Path, name: str, neon: "NeonBackend | None",
+           extra_env: "dict[str, str] | None" = None) -> RegistryServer:
     try:
         if neon is not None and not neon.gateway.running():
             neon.gateway.start()  # a test stopped it and its registry is being (re)started
-        env = neon.registry_env(name) if neon is not None else None
+        env = neon.registry_env(name) if neon is not None else {}
+        env.update(extra_env or {})
         server = RegistryServer(workdir, name=name, env=env)
         server.start()
     except (registry_server.RegistryStartError, GatewayStartError, postgres_server.PostgresError) as exc:
@@ -185,8 +187,8 @@ def registry_factory(work_dir, neon_backend):
     tests that need isolation or crash them."""
     started: list[RegistryServer] = []
 
-    def make(name: str = "dedicated") -> RegistryServer:
-        server = _start(work_dir / f"{name}-{len(started)}", name, neon_backend)
+    def make(name: str = "dedicated", env: "dict[str, str] | None" = None) -> RegistryServer:
+        server = _start(work_dir / f"{name}-{len(started)}", name, neon_backend, env)
         started.append(server)
         return server
 

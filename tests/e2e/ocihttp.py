@@ -165,7 +165,8 @@ def check_error_document(method: str, url: str, status: int, body: bytes) -> Non
     """Spec: a 4xx body MAY be in any format, but if it is JSON it MUST be
     {"errors": [{"code": ...}]} with every code taken from the spec's table
     (the legacy TAG_INVALID / MANIFEST_UNVERIFIED are tolerated)."""
-    if status < 400 or not body.strip().startswith(b"{"):
+    # The spec's rule is about 4XX answers; a 503 (database or storage down) is outside it.
+    if not 400 <= status < 500 or not body.strip().startswith(b"{"):
         return
     try:
         doc = json.loads(body)

@@ -41,6 +41,13 @@ struct DatabaseArgs {
     /// Override of the SQL-over-HTTP endpoint (default: Neon's, derived from the URL's host).
     #[arg(long, env = "OPENREGISTRY_DATABASE_HTTP_ENDPOINT")]
     database_http_endpoint: Option<String>,
+    /// How long one SQL round trip may take before the request fails with 503.
+    #[arg(
+        long,
+        env = "OPENREGISTRY_DATABASE_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
+    database_timeout_ms: u64,
 }
 
 #[derive(Subcommand)]
@@ -73,8 +80,9 @@ async fn open_metadata(
         .map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
     let (sql, described): (Arc<dyn Sql>, String) = match &args.database_url {
         Some(url) => {
-            let config = NeonConfig::new(url, args.database_http_endpoint.as_deref())
+            let mut config = NeonConfig::new(url, args.database_http_endpoint.as_deref())
                 .map_err(|e| format!("OPENREGISTRY_DATABASE_URL: {e}"))?;
+            config.timeout = Duration::from_millis(args.database_timeout_ms);
             let described = format!("postgres over HTTP at {}", config.endpoint);
             (Arc::new(NeonSql::new(http, config)), described)
         }

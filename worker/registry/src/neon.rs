@@ -79,7 +79,7 @@ impl NeonConfig {
             connection_string: database_url.to_owned(),
             endpoint,
             timeout: Duration::from_secs(10),
-            read_retries: 2,
+            read_retries: 1,
         })
     }
 }
