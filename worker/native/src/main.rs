@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use openregistry::neon::{NeonConfig, NeonSql};
-use openregistry::ports::{Clock, HttpClient, Ports, Sql};
+use openregistry::ports::{BlobStore, Clock, HttpClient, Kv, Ports, Sql};
+use openregistry::skynet::{SkynetConfig, SkynetStore};
 use openregistry::{Config, Registry};
 use openregistry_sqlite::{SqliteKv, SqliteSql};
 
@@ -50,6 +51,21 @@ struct DatabaseArgs {
     database_timeout_ms: u64,
 }
 
+/// Where blob bytes live: the data directory by default, or a Skynet portal.
+#[derive(Args, Clone)]
+struct StorageArgs {
+    /// Base URL of a Skynet portal; unset: blobs are files under the data directory.
+    #[arg(long, env = "OPENREGISTRY_SKYNET_PORTAL")]
+    skynet_portal: Option<String>,
+    /// The portal account's API key (sent as Skynet-Api-Key).
+    #[arg(long, env = "OPENREGISTRY_SKYNET_API_KEY", hide_env_values = true)]
+    skynet_api_key: Option<String>,
+    /// Answer blob downloads with a redirect to the storage's own URL (Skynet) instead of
+    /// streaming the bytes through the registry.
+    #[arg(long, env = "OPENREGISTRY_BLOB_REDIRECT", default_value_t = false)]
+    blob_redirect: bool,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the registry.
@@ -59,6 +75,8 @@ enum Command {
         listen: SocketAddr,
         #[command(flatten)]
         database: DatabaseArgs,
+        #[command(flatten)]
+        storage: StorageArgs,
         /// Allow listening on a non-loopback address although nobody is authenticated yet.
         #[arg(long, env = "OPENREGISTRY_OPEN", default_value_t = false)]
         open: bool,
@@ -103,7 +121,12 @@ async fn open_metadata(
     Ok(sql)
 }
 
-async fn serve(listen: SocketAddr, database: DatabaseArgs, open: bool) -> Result<(), String> {
+async fn serve(
+    listen: SocketAddr,
+    database: DatabaseArgs,
+    storage: StorageArgs,
+    open: bool,
+) -> Result<(), String> {
     if !listen.ip().is_loopback() && !open {
         return Err(format!(
             "refusing to listen on {listen}: authentication is not implemented yet, so anyone who \
@@ -118,19 +141,33 @@ async fn serve(listen: SocketAddr, database: DatabaseArgs, open: bool) -> Result
     let kv_db =
         SqliteSql::open(&kv_path).map_err(|e| format!("cannot open {}: {e}", kv_path.display()))?;
     let kv = SqliteKv::new(kv_db).map_err(|e| format!("cannot open {}: {e}", kv_path.display()))?;
-    let blobs = FsBlobStore::open(&data_dir)
-        .await
-        .map_err(|e| format!("cannot prepare {}: {e}", data_dir.display()))?;
-    let config = Config::default();
-    match blobs.sweep_stale_uploads(config.upload_session_ttl).await {
-        Ok(0) => {}
-        Ok(n) => tracing::info!(removed = n, "removed expired unfinished uploads"),
-        Err(e) => tracing::warn!(error = %e, "could not sweep expired uploads"),
-    }
+    let kv: Arc<dyn Kv> = Arc::new(EmbeddedKv(kv));
+    let config = Config {
+        redirect_blob_downloads: storage.blob_redirect,
+        ..Config::default()
+    };
+    let blobs: Arc<dyn BlobStore> = match &storage.skynet_portal {
+        Some(portal) => {
+            let skynet = SkynetConfig::new(portal, storage.skynet_api_key.clone());
+            tracing::info!(portal = %skynet.portal, "blobs on Skynet");
+            Arc::new(SkynetStore::new(http.clone(), kv.clone(), skynet))
+        }
+        None => {
+            let blobs = FsBlobStore::open(&data_dir)
+                .await
+                .map_err(|e| format!("cannot prepare {}: {e}", data_dir.display()))?;
+            match blobs.sweep_stale_uploads(config.upload_session_ttl).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(removed = n, "removed expired unfinished uploads"),
+                Err(e) => tracing::warn!(error = %e, "could not sweep expired uploads"),
+            }
+            Arc::new(blobs)
+        }
+    };
     let ports = Ports {
-        kv: Arc::new(EmbeddedKv(kv)),
+        kv,
         sql: metadata,
-        blobs: Arc::new(blobs),
+        blobs,
         http,
         clock: Arc::new(SystemClock),
         random: Arc::new(OsRandom),
@@ -189,8 +226,9 @@ async fn main() -> std::process::ExitCode {
         Command::Serve {
             listen,
             database,
+            storage,
             open,
-        } => serve(listen, database, open).await,
+        } => serve(listen, database, storage, open).await,
         Command::Migrate { database } => open_metadata(&database, Arc::new(HyperClient::new()))
             .await
             .map(|_| ()),

@@ -19,6 +19,7 @@ pub mod neon;
 pub mod ports;
 pub mod range;
 pub mod session;
+pub mod skynet;
 
 pub use api::Registry;
 pub use body::{Body, BodyError};

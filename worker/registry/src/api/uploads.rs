@@ -19,6 +19,7 @@ use crate::digest::{Algorithm, Digest, Hasher};
 use crate::error::{range_header, RegistryError};
 use crate::metadata::Metadata;
 use crate::names::RepoName;
+use crate::ports::StoreError;
 use crate::range::parse_content_range;
 use crate::session::{self, SessionRef, UploadSession};
 
@@ -347,20 +348,15 @@ impl Registry {
         };
 
         let computed = if hasher.algorithm() == digest.algorithm() {
-            hasher.finish()
+            Some(hasher.finish())
         } else {
-            // Hashed with another algorithm while streaming: hash the stored bytes again.
-            let mut rehash = Hasher::new(digest.algorithm());
-            let mut stream = self
-                .ports
-                .blobs
-                .read_upload(&handle, size)
-                .await?
-                .into_stream();
-            while let Some(chunk) = stream.next().await {
-                rehash.update(&chunk?);
+            // Hashed with another algorithm while streaming: hash the stored bytes again, before
+            // finishing if the store can re-read an unfinished upload, after finishing otherwise.
+            match self.ports.blobs.read_upload(&handle, size).await {
+                Ok(body) => Some(hash_body(digest.algorithm(), body).await?),
+                Err(StoreError::Refused(_)) => None,
+                Err(other) => return Err(other.into()),
             }
-            rehash.finish()
         };
         let outcome = self
             .commit_upload(repo, &digest, computed, &handle, size)
@@ -375,21 +371,39 @@ impl Registry {
         Ok(Self::blob_created(repo, &digest))
     }
 
+    /// Verifies (when `computed` is known) and commits. A store that cannot re-read unfinished
+    /// uploads gets `computed == None`: the finished blob is read back and verified before SQL
+    /// makes it visible, and deleted if it does not match. (Such stores give every upload its own
+    /// locator, so a bad upload never replaces a good blob.)
     async fn commit_upload(
         &self,
         repo: &RepoName,
         digest: &Digest,
-        computed: Digest,
+        computed: Option<Digest>,
         handle: &str,
         size: u64,
     ) -> Result<(), RegistryError> {
-        check_digest(computed, digest)?;
+        if let Some(computed) = &computed {
+            check_digest(computed.clone(), digest)?;
+        }
         let metadata = Metadata::new(self.ports.sql.as_ref());
-        if metadata.blob(digest).await?.is_some() {
+        if computed.is_some() && metadata.blob(digest).await?.is_some() {
             self.discard(handle).await;
             return metadata.link_blob(repo, digest, self.now_ms()).await;
         }
         let locator = self.ports.blobs.finish_upload(handle, digest, size).await?;
+        if computed.is_none() {
+            let body = self.ports.blobs.read(&locator, None).await?;
+            let verified = hash_body(digest.algorithm(), body)
+                .await
+                .and_then(|read_back| check_digest(read_back, digest));
+            if let Err(e) = verified {
+                if let Err(d) = self.ports.blobs.delete(&locator).await {
+                    tracing::warn!(error = %d, "could not delete a blob that failed verification");
+                }
+                return Err(e);
+            }
+        }
         metadata
             .commit_blob(repo, digest, size, &locator, self.now_ms())
             .await
@@ -420,6 +434,16 @@ impl Registry {
             Body::Empty,
         ))
     }
+}
+
+/// The digest of a whole body, read as a stream.
+async fn hash_body(algorithm: Algorithm, body: Body) -> Result<Digest, RegistryError> {
+    let mut hasher = Hasher::new(algorithm);
+    let mut stream = body.into_stream();
+    while let Some(chunk) = stream.next().await {
+        hasher.update(&chunk?);
+    }
+    Ok(hasher.finish())
 }
 
 fn check_size(declared: Option<u64>, written: u64) -> Result<(), RegistryError> {
