@@ -35,9 +35,13 @@ pub enum RegistryError {
     SizeInvalid(String),
     #[error("invalid tag: {0}")]
     TagInvalid(String),
-    /// A chunk that does not start where the upload stands; carries the current offset.
+    /// A chunk that does not start where the upload stands; carries the current offset and the
+    /// URL to continue at.
     #[error("requested range not satisfiable: upload is at byte {offset}")]
-    UploadRangeInvalid { offset: u64 },
+    UploadRangeInvalid {
+        offset: u64,
+        location: Option<String>,
+    },
     /// A `Range` on a blob read that lies outside the blob; carries the blob size.
     #[error("requested range not satisfiable: blob has {size} bytes")]
     BlobRangeInvalid { size: u64 },
@@ -99,7 +103,7 @@ impl RegistryError {
             _ => tracing::debug!(error = %self, code, "request refused"),
         }
         let detail = match &self {
-            RegistryError::UploadRangeInvalid { offset } => json!({ "offset": offset }),
+            RegistryError::UploadRangeInvalid { offset, .. } => json!({ "offset": offset }),
             RegistryError::BlobRangeInvalid { size } => json!({ "size": size }),
             RegistryError::ManifestTooLarge { limit } => json!({ "limit": limit }),
             _ => serde_json::Value::Null,
@@ -115,9 +119,15 @@ impl RegistryError {
             HeaderValue::from_static("application/json"),
         );
         match &self {
-            RegistryError::UploadRangeInvalid { offset } => {
+            RegistryError::UploadRangeInvalid { offset, location } => {
                 if let Ok(value) = HeaderValue::from_str(&range_header(*offset)) {
                     headers.insert(header::RANGE, value);
+                }
+                if let Some(value) = location
+                    .as_deref()
+                    .and_then(|l| HeaderValue::from_str(l).ok())
+                {
+                    headers.insert(header::LOCATION, value);
                 }
             }
             RegistryError::BlobRangeInvalid { size } => {

@@ -1,8 +1,15 @@
 //! Upload sessions: the state of a blob upload between requests, kept in the `Kv` port.
 //!
 //! A session holds the repository, how many bytes were accepted, the saved hash state and the
-//! blob store's handle. Every successful write bumps `seq`; the upload `Location` carries it
-//! (`<id>.<seq>`), so a host with an eventually consistent KV can tell a stale read from the truth.
+//! blob store's handle. Every change is written under a new key, `upload/<id>/<seq>`, and the
+//! upload `Location` carries the sequence number (`<id>.<seq>`). Keys are written once, which
+//! suits eventually consistent stores with per-key write limits (Cloudflare KV: about one write
+//! per second per key, changes visible elsewhere within ~60 s):
+//! - a request names the state it continues from; states written after it (by a client that kept
+//!   an older `Location`) are found by probing `seq + 1, seq + 2, ...`;
+//! - when the named state is not visible yet, the previous one is, and the client is told to
+//!   resume from there (416 with that `Range` and `Location`): no byte is lost or counted twice;
+//! - finishing or cancelling writes a final *ended* state, so old `Location`s stop working.
 
 use std::time::Duration;
 
@@ -11,7 +18,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::RegistryError;
 use crate::names::RepoName;
-use crate::ports::Kv;
+use crate::ports::{Kv, Unavailable};
+
+/// How many newer states a request looks for beyond the one its `Location` names.
+const PROBE_LIMIT: u64 = 64;
 
 /// The state of one upload.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -24,9 +34,12 @@ pub struct UploadSession {
     pub hash_state: String,
     /// The blob store's handle for this upload.
     pub store_handle: String,
-    /// Incremented on every saved change.
+    /// Incremented on every saved change; part of the key and of the `Location`.
     pub seq: u64,
     pub started_at_ms: u64,
+    /// Finished or cancelled: the upload URL no longer works.
+    #[serde(default)]
+    pub ended: bool,
 }
 
 /// A session reference as it appears in an upload URL: `<id>` or `<id>.<seq>`.
@@ -70,34 +83,65 @@ impl UploadSession {
     }
 }
 
-fn key(id: &str) -> String {
-    format!("upload/{id}")
+/// A loaded session: the newest visible state, or an older one when the state the client named
+/// has not reached this location of the store yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Loaded {
+    Current(UploadSession),
+    /// The client's state is not visible yet; this is the one before it.
+    Behind(UploadSession),
 }
 
-/// Loads a session for `repo`; unknown ids, and ids of another repository, are `BLOB_UPLOAD_UNKNOWN`.
+fn key(id: &str, seq: u64) -> String {
+    format!("upload/{id}/{seq}")
+}
+
+async fn read(kv: &dyn Kv, id: &str, seq: u64) -> Result<Option<UploadSession>, RegistryError> {
+    let Some(raw) = kv.get(&key(id, seq)).await? else {
+        return Ok(None);
+    };
+    serde_json::from_slice(&raw)
+        .map(Some)
+        .map_err(|e| RegistryError::Internal(format!("corrupt upload session: {e}")))
+}
+
+/// Loads a session for `repo`; unknown ids, ended uploads and ids of another repository are
+/// `BLOB_UPLOAD_UNKNOWN`.
 pub async fn load(
     kv: &dyn Kv,
     repo: &RepoName,
     reference: &SessionRef,
-) -> Result<UploadSession, RegistryError> {
-    let raw = kv
-        .get(&key(&reference.id))
-        .await?
-        .ok_or(RegistryError::BlobUploadUnknown)?;
-    let session: UploadSession = serde_json::from_slice(&raw)
-        .map_err(|e| RegistryError::Internal(format!("corrupt upload session: {e}")))?;
-    if session.repository != repo.as_str() {
+) -> Result<Loaded, RegistryError> {
+    let named = read(kv, &reference.id, reference.min_seq).await?;
+    let mut loaded = match named {
+        Some(session) => Loaded::Current(session),
+        None if reference.min_seq == 0 => return Err(RegistryError::BlobUploadUnknown),
+        None => match read(kv, &reference.id, reference.min_seq - 1).await? {
+            Some(previous) => Loaded::Behind(previous),
+            None => {
+                return Err(RegistryError::Unavailable(Unavailable::new(
+                    "kv",
+                    "the upload session's latest state is not visible here yet; retry",
+                )))
+            }
+        },
+    };
+    if let Loaded::Current(session) = &mut loaded {
+        for _ in 0..PROBE_LIMIT {
+            match read(kv, &session.id, session.seq + 1).await? {
+                Some(newer) => *session = newer,
+                None => break,
+            }
+        }
+    }
+    let (Loaded::Current(session) | Loaded::Behind(session)) = &loaded;
+    if session.repository != repo.as_str() || session.ended {
         return Err(RegistryError::BlobUploadUnknown);
     }
-    if session.seq < reference.min_seq {
-        return Err(RegistryError::Unavailable(crate::ports::Unavailable::new(
-            "kv",
-            "the upload session's latest state is not visible here yet; retry",
-        )));
-    }
-    Ok(session)
+    Ok(loaded)
 }
 
+/// Writes the session's state under its (new) sequence number.
 pub async fn save(
     kv: &dyn Kv,
     session: &UploadSession,
@@ -105,14 +149,23 @@ pub async fn save(
 ) -> Result<(), RegistryError> {
     let value = serde_json::to_vec(session)
         .map_err(|e| RegistryError::Internal(format!("cannot encode upload session: {e}")))?;
-    kv.put(&key(&session.id), Bytes::from(value), Some(ttl))
-        .await?;
+    kv.put(
+        &key(&session.id, session.seq),
+        Bytes::from(value),
+        Some(ttl),
+    )
+    .await?;
     Ok(())
 }
 
-pub async fn remove(kv: &dyn Kv, id: &str) -> Result<(), RegistryError> {
-    kv.delete(&key(id)).await?;
-    Ok(())
+/// Ends the upload: later requests with any of its URLs get `BLOB_UPLOAD_UNKNOWN`.
+pub async fn end(kv: &dyn Kv, session: &UploadSession, ttl: Duration) -> Result<(), RegistryError> {
+    let ended = UploadSession {
+        seq: session.seq + 1,
+        ended: true,
+        ..session.clone()
+    };
+    save(kv, &ended, ttl).await
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ use crate::metadata::Metadata;
 use crate::names::RepoName;
 use crate::ports::StoreError;
 use crate::range::parse_content_range;
-use crate::session::{self, SessionRef, UploadSession};
+use crate::session::{self, Loaded, SessionRef, UploadSession};
 
 /// What streamed past while a body was being stored.
 struct Progress {
@@ -70,7 +70,16 @@ impl Registry {
     ) -> Result<Ingested, RegistryError> {
         let progress = Arc::new(Mutex::new(Progress { hasher, written: 0 }));
         let stream = hashing(body.into_stream(), progress.clone());
-        let handle = self.ports.blobs.append(handle, offset, stream).await?;
+        let handle = self
+            .ports
+            .blobs
+            .append(handle, offset, stream)
+            .await
+            .map_err(|e| match e {
+                // The store no longer has this upload (finished or cancelled elsewhere).
+                StoreError::NotFound(_) => RegistryError::BlobUploadUnknown,
+                other => other.into(),
+            })?;
         let Progress { hasher, written } = {
             let mut guard = progress
                 .lock()
@@ -177,6 +186,7 @@ impl Registry {
             store_handle: handle,
             seq: 0,
             started_at_ms: self.now_ms(),
+            ended: false,
         };
         session::save(
             self.ports.kv.as_ref(),
@@ -240,11 +250,28 @@ impl Registry {
         }
     }
 
+    /// The session to continue: the newest visible state. If the state the client's `Location`
+    /// names has not reached this store location yet, the client is sent back to the one before
+    /// (416 with its `Range` and `Location`) and re-sends from there.
     async fn load_session(
         &self,
         repo: &RepoName,
         reference: &str,
     ) -> Result<UploadSession, RegistryError> {
+        match self.load_any_session(repo, reference).await? {
+            Loaded::Current(session) => Ok(session),
+            Loaded::Behind(previous) => Err(RegistryError::UploadRangeInvalid {
+                offset: previous.offset,
+                location: Some(previous.location()),
+            }),
+        }
+    }
+
+    async fn load_any_session(
+        &self,
+        repo: &RepoName,
+        reference: &str,
+    ) -> Result<Loaded, RegistryError> {
         let reference = SessionRef::parse(reference)?;
         session::load(self.ports.kv.as_ref(), repo, &reference).await
     }
@@ -258,13 +285,13 @@ impl Registry {
         let Some(text) = header_text(request.headers(), &header::CONTENT_RANGE) else {
             return Ok(declared);
         };
-        let (start, end) = parse_content_range(text).ok_or(RegistryError::UploadRangeInvalid {
+        let out_of_range = || RegistryError::UploadRangeInvalid {
             offset: session.offset,
-        })?;
+            location: Some(session.location()),
+        };
+        let (start, end) = parse_content_range(text).ok_or_else(out_of_range)?;
         if start != session.offset {
-            return Err(RegistryError::UploadRangeInvalid {
-                offset: session.offset,
-            });
+            return Err(out_of_range());
         }
         let length = end - start + 1;
         if declared.is_some_and(|d| d != length) {
@@ -365,7 +392,12 @@ impl Registry {
             self.discard(&handle).await;
         }
         // The session ends either way: a verified blob is committed, a bad one is discarded.
-        let removed = session::remove(self.ports.kv.as_ref(), &session.id).await;
+        let removed = session::end(
+            self.ports.kv.as_ref(),
+            &session,
+            self.config.upload_session_ttl,
+        )
+        .await;
         outcome?;
         removed?;
         Ok(Self::blob_created(repo, &digest))
@@ -415,7 +447,9 @@ impl Registry {
         repo: &RepoName,
         reference: &str,
     ) -> Result<Response<Body>, RegistryError> {
-        let session = self.load_session(repo, reference).await?;
+        // Status reports what this location of the store can see, even if it is behind.
+        let (Loaded::Current(session) | Loaded::Behind(session)) =
+            self.load_any_session(repo, reference).await?;
         Ok(self.session_response(StatusCode::NO_CONTENT, &session))
     }
 
@@ -427,7 +461,12 @@ impl Registry {
     ) -> Result<Response<Body>, RegistryError> {
         let session = self.load_session(repo, reference).await?;
         self.discard(&session.store_handle).await;
-        session::remove(self.ports.kv.as_ref(), &session.id).await?;
+        session::end(
+            self.ports.kv.as_ref(),
+            &session,
+            self.config.upload_session_ttl,
+        )
+        .await?;
         Ok(response(
             StatusCode::NO_CONTENT,
             &[(header::CONTENT_LENGTH, "0".into())],
