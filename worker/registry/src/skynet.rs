@@ -313,25 +313,53 @@ impl SkynetStore {
         }
     }
 
-    /// Reads the tail segments back from `Kv`, in order.
-    async fn load_tail(&self, handle: &Handle, into: &mut BytesMut) -> Result<(), StoreError> {
+    /// Reads the whole tail back from `Kv`, in order.
+    async fn load_tail(&self, handle: &Handle) -> Result<Bytes, StoreError> {
+        let mut tail = BytesMut::with_capacity(usize::try_from(handle.tail_len()).unwrap_or(0));
         for segment in &handle.segments {
-            let value = self.kv.get(&segment.key).await?.ok_or_else(|| {
-                // Written once by an earlier request: not visible yet (eventual consistency) or expired.
-                StoreError::Unavailable(Unavailable::new(
-                    "kv",
-                    format!("upload data {} is not readable (yet)", segment.key),
-                ))
-            })?;
-            if value.len() as u64 != segment.len {
-                return Err(StoreError::Unavailable(Unavailable::new(
-                    "kv",
-                    format!("upload data {} has the wrong length", segment.key),
-                )));
-            }
-            into.extend_from_slice(&value);
+            tail.extend_from_slice(&self.segment(segment).await?);
         }
-        Ok(())
+        Ok(tail.freeze())
+    }
+
+    /// Puts the stored tail in front of `fresh` (which has room for it), making one whole piece.
+    async fn complete_piece(
+        &self,
+        handle: &Handle,
+        mut fresh: BytesMut,
+    ) -> Result<Bytes, StoreError> {
+        let tail = usize::try_from(handle.tail_len()).unwrap_or(usize::MAX);
+        if tail == 0 {
+            return Ok(fresh.freeze());
+        }
+        let fresh_len = fresh.len();
+        fresh.resize(fresh_len + tail, 0);
+        fresh.copy_within(0..fresh_len, tail);
+        let mut at = 0;
+        for segment in &handle.segments {
+            let value = self.segment(segment).await?;
+            fresh[at..at + value.len()].copy_from_slice(&value);
+            at += value.len();
+        }
+        Ok(fresh.freeze())
+    }
+
+    /// One tail segment, checked.
+    async fn segment(&self, segment: &Segment) -> Result<Bytes, StoreError> {
+        let value = self.kv.get(&segment.key).await?.ok_or_else(|| {
+            // Written once by an earlier request: not visible yet (eventual consistency) or expired.
+            StoreError::Unavailable(Unavailable::new(
+                "kv",
+                format!("upload data {} is not readable (yet)", segment.key),
+            ))
+        })?;
+        if value.len() as u64 != segment.len {
+            return Err(StoreError::Unavailable(Unavailable::new(
+                "kv",
+                format!("upload data {} has the wrong length", segment.key),
+            )));
+        }
+        Ok(value)
     }
 
     /// Stores `bytes` as new tail segments of at most the `Kv`'s value size.
@@ -387,27 +415,30 @@ impl BlobStore for SkynetStore {
             )));
         }
         let align = usize::try_from(TUS_ALIGN).unwrap_or(usize::MAX);
-        // New bytes not yet stored anywhere.
-        let mut pending = BytesMut::new();
+        // The piece being assembled: this request's new bytes, which follow the stored tail. One
+        // allocation of one piece; the tail is moved in front only when the piece is complete.
+        let mut piece = BytesMut::new();
         while let Some(chunk) = bytes.next().await {
-            pending.extend_from_slice(&chunk?);
-            let stored_tail = usize::try_from(handle.tail_len()).unwrap_or(usize::MAX);
-            if stored_tail + pending.len() >= align {
-                let mut piece = BytesMut::with_capacity(align);
-                self.load_tail(&handle, &mut piece).await?;
-                handle.segments.clear();
-                let need = align - piece.len();
-                piece.extend_from_slice(&pending.split_to(need));
-                let url = self.upload_piece(piece.freeze()).await?;
-                handle.parts.push(url);
-                // Whole pieces still waiting in `pending` go straight out.
-                while pending.len() >= align {
-                    let url = self.upload_piece(pending.split_to(align).freeze()).await?;
+            let mut chunk = chunk?;
+            while !chunk.is_empty() {
+                let tail = usize::try_from(handle.tail_len()).unwrap_or(usize::MAX);
+                if piece.capacity() == 0 {
+                    piece.reserve(align);
+                }
+                let room = align - tail - piece.len();
+                let take = room.min(chunk.len());
+                piece.extend_from_slice(&chunk.split_to(take));
+                if piece.len() + tail == align {
+                    let complete = self
+                        .complete_piece(&handle, std::mem::take(&mut piece))
+                        .await?;
+                    let url = self.upload_piece(complete).await?;
                     handle.parts.push(url);
+                    handle.segments.clear();
                 }
             }
         }
-        self.save_tail(&mut handle, pending.freeze()).await?;
+        self.save_tail(&mut handle, piece.freeze()).await?;
         Ok(handle.encode())
     }
 
@@ -424,14 +455,13 @@ impl BlobStore for SkynetStore {
                 handle.stored()
             )));
         }
-        let mut tail = BytesMut::new();
-        self.load_tail(&handle, &mut tail).await?;
+        let tail = self.load_tail(&handle).await?;
         let filename = filename_for(digest);
         let skylink = if handle.parts.is_empty() {
-            self.upload_skyfile(tail.freeze(), &filename).await?
+            self.upload_skyfile(tail, &filename).await?
         } else {
             if !tail.is_empty() {
-                let url = self.upload_piece(tail.freeze()).await?;
+                let url = self.upload_piece(tail).await?;
                 handle.parts.push(url);
             }
             self.concatenate(&handle.parts, &filename).await?

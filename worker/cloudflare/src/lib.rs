@@ -1,0 +1,266 @@
+//! OpenRegistry as a Cloudflare Worker: the `#[event(fetch)]` entry converts the runtime's
+//! `Request` into the core's `http::Request<Body>` (body streamed, read in 1 MiB pieces), builds
+//! the ports from the bindings (KV namespace → `Kv`, `fetch()` → `HttpClient`, Postgres over
+//! Neon's HTTP protocol → `Sql`, Skynet → `BlobStore`), and converts the answer back, streaming.
+//!
+//! Stateless: nothing is kept between requests except, when enabled, immutable responses in the
+//! Cache API. Configuration: see [`config`].
+
+mod config;
+mod fetch;
+mod kv;
+mod store;
+mod streams;
+
+use std::sync::Arc;
+
+use http::{header, Method, StatusCode};
+use js_sys::{Promise, Reflect};
+use openregistry::body::Body;
+use openregistry::neon::{NeonConfig, NeonSql};
+use openregistry::ports::{Clock, HttpClient, Kv, Ports, Random, Unavailable};
+use openregistry::skynet::{SkynetConfig, SkynetStore};
+use openregistry::{Config, Registry, RegistryError};
+use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen_futures::JsFuture;
+use worker::{event, Context, Env};
+
+use crate::config::{Settings, KV_BINDING};
+use crate::fetch::{declared_len, http_headers, js_headers, FetchClient};
+use crate::kv::WorkersKv;
+use crate::store::EdgeStore;
+use crate::streams::{from_js, js_error, to_js};
+
+/// `Date.now()`: `SystemTime::now` panics on wasm32-unknown-unknown.
+struct JsClock;
+
+impl Clock for JsClock {
+    fn now_unix_millis(&self) -> u64 {
+        js_sys::Date::now() as u64
+    }
+}
+
+/// `crypto.getRandomValues`, 64 KiB at a time (its limit per call).
+struct JsRandom;
+
+impl Random for JsRandom {
+    fn fill(&self, buffer: &mut [u8]) {
+        let global: web_sys::WorkerGlobalScope = js_sys::global().unchecked_into();
+        let crypto = global.crypto().ok();
+        for piece in buffer.chunks_mut(65_536) {
+            let filled = crypto
+                .as_ref()
+                .is_some_and(|c| c.get_random_values_with_u8_array(piece).is_ok());
+            // workerd always has Web Crypto; without it there is no safe way to go on.
+            assert!(filled, "crypto.getRandomValues is unavailable");
+        }
+    }
+}
+
+/// The core's OCI error answer for a request the Worker cannot serve (bad configuration).
+fn unavailable(message: String) -> http::Response<Body> {
+    RegistryError::Unavailable(Unavailable::new("configuration", message)).into_response()
+}
+
+fn registry(settings: &Settings, env: &Env) -> Result<Registry, String> {
+    let store = env
+        .kv(KV_BINDING)
+        .map_err(|e| format!("the KV namespace binding {KV_BINDING} is missing: {e}"))?;
+    let kv: Arc<dyn Kv> = Arc::new(WorkersKv::new(store, settings.test_kv_lag));
+    let http: Arc<dyn HttpClient> = Arc::new(FetchClient);
+    let mut neon = NeonConfig::new(&settings.database_url, settings.database_endpoint.as_deref())
+        .map_err(|e| format!("OPENREGISTRY_DATABASE_URL: {e}"))?;
+    neon.timeout = settings.database_timeout;
+    let skynet = SkynetConfig::new(&settings.portal, settings.portal_api_key.clone());
+    let config = Config {
+        redirect_blob_downloads: settings.blob_redirect,
+        ..Config::default()
+    };
+    let blobs = EdgeStore {
+        inner: SkynetStore::new(http.clone(), kv.clone(), skynet),
+        min: settings.chunk_min,
+        max: settings.chunk_max,
+    };
+    let ports = Ports {
+        kv,
+        sql: Arc::new(NeonSql::new(http.clone(), neon)),
+        blobs: Arc::new(blobs),
+        http,
+        clock: Arc::new(JsClock),
+        random: Arc::new(JsRandom),
+    };
+    Ok(Registry::new(ports, config))
+}
+
+/// `/path?query` of an absolute URL.
+fn path_and_query(url: &str) -> &str {
+    let after_scheme = url.find("://").map_or(0, |i| i + 3);
+    url[after_scheme..]
+        .find('/')
+        .map_or("/", |i| &url[after_scheme + i..])
+}
+
+/// The runtime's request as the core's, body streamed.
+fn core_request(request: &web_sys::Request) -> Result<http::Request<Body>, String> {
+    let method = Method::from_bytes(request.method().as_bytes()).map_err(|e| e.to_string())?;
+    let url = request.url();
+    let headers = http_headers(&request.headers());
+    let body = if method == Method::GET || method == Method::HEAD {
+        Body::Empty
+    } else if declared_len(&headers) == Some(0) {
+        Body::Empty
+    } else {
+        match request.body() {
+            Some(stream) => Body::Stream(from_js(&stream)?),
+            None => Body::Empty,
+        }
+    };
+    let mut core = http::Request::new(body);
+    *core.method_mut() = method;
+    *core.uri_mut() = path_and_query(&url)
+        .parse()
+        .map_err(|e| format!("{url}: {e}"))?;
+    *core.headers_mut() = headers;
+    Ok(core)
+}
+
+/// The core's response as the runtime's, body streamed (with its `Content-Length` kept).
+fn js_response(response: http::Response<Body>, is_head: bool) -> Result<web_sys::Response, String> {
+    let (parts, body) = response.into_parts();
+    let len = declared_len(&parts.headers);
+    // Statuses that may not carry a body get none; HEAD answers keep their Content-Length header.
+    let no_body = is_head
+        || matches!(
+            parts.status,
+            StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED
+        );
+    let body = if no_body { None } else { to_js(body, len) };
+    let skip: &[http::HeaderName] = if is_head { &[] } else { &[header::CONTENT_LENGTH] };
+    let headers = js_headers(&parts.headers, skip)?;
+    let init = web_sys::ResponseInit::new();
+    init.set_status(parts.status.as_u16());
+    init.set_headers(headers.as_ref());
+    web_sys::Response::new_with_opt_js_value_and_init(body.as_ref(), &init)
+        .map_err(|e| js_error(&e))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cache API
+
+/// `GET` of a blob or a manifest by digest: the answers the core marks immutable.
+fn by_digest(path: &str) -> bool {
+    let Some((head, last)) = path.rsplit_once('/') else {
+        return false;
+    };
+    (head.ends_with("/blobs") || head.ends_with("/manifests"))
+        && head.starts_with("/v2/")
+        && last.contains(':')
+}
+
+/// `caches.default`, where the runtime has it.
+fn default_cache() -> Option<web_sys::Cache> {
+    let caches = Reflect::get(&js_sys::global(), &"caches".into()).ok()?;
+    let cache = Reflect::get(&caches, &"default".into()).ok()?;
+    cache.dyn_into::<web_sys::Cache>().ok()
+}
+
+async fn cached(cache: &web_sys::Cache, url: &str) -> Option<web_sys::Response> {
+    let found = JsFuture::from(cache.match_with_str(url)).await.ok()?;
+    found.dyn_into::<web_sys::Response>().ok()
+}
+
+/// Runs a cache promise after the response went out, ignoring its outcome.
+fn in_background(ctx: &Context, promise: Result<Promise, JsValue>) {
+    if let Ok(promise) = promise {
+        ctx.wait_until(async move {
+            let _ = JsFuture::from(promise).await;
+        });
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Entry
+
+#[event(fetch)]
+async fn fetch(request: web_sys::Request, env: Env, ctx: Context) -> worker::Result<web_sys::Response> {
+    let is_head = request.method() == "HEAD";
+    let response = match serve(&request, &env, &ctx).await {
+        Ok(response) => return Ok(response),
+        Err(message) => {
+            worker::console_error!("openregistry: {message}");
+            unavailable(message)
+        }
+    };
+    js_response(response, is_head).map_err(worker::Error::from)
+}
+
+/// One request; `Err` is a problem of the deployment (configuration, bindings), answered 503.
+async fn serve(request: &web_sys::Request, env: &Env, ctx: &Context) -> Result<web_sys::Response, String> {
+    let settings = Settings::from_env(env)?;
+    let registry = registry(&settings, env)?;
+    let is_head = request.method() == "HEAD";
+    let url = request.url();
+    let path = path_and_query(&url).split('?').next().unwrap_or("/").to_owned();
+
+    let cache = if settings.edge_cache && by_digest(&path) {
+        default_cache()
+    } else {
+        None
+    };
+    let has_range = request.headers().has("range").unwrap_or(false);
+    let method = request.method();
+    if let Some(cache) = cache.as_ref().filter(|_| method == "GET" && !has_range) {
+        if let Some(hit) = cached(cache, &url).await {
+            return Ok(hit);
+        }
+    }
+
+    let core = core_request(request)?;
+    let response = registry.handle(core).await;
+
+    let status = response.status();
+    let len = declared_len(response.headers());
+    let immutable = response
+        .headers()
+        .get(header::CACHE_CONTROL)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("immutable"));
+    let out = js_response(response, is_head)?;
+    if let Some(cache) = &cache {
+        if method == "GET"
+            && !has_range
+            && status == StatusCode::OK
+            && immutable
+            && len.is_some_and(|l| l <= settings.edge_cache_max_bytes)
+        {
+            // `clone()` tees the body; bounded by the size limit above, so memory stays bounded.
+            if let Ok(copy) = out.clone() {
+                in_background(ctx, Ok(cache.put_with_str(&url, &copy)));
+            }
+        } else if method == "DELETE" && status == StatusCode::ACCEPTED {
+            // The content is gone from this repository: forget this location's cached copy.
+            in_background(ctx, Ok(cache.delete_with_str(&url)));
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{by_digest, path_and_query};
+
+    #[test]
+    fn paths_are_taken_from_absolute_urls() {
+        assert_eq!(path_and_query("http://127.0.0.1:8787/v2/?a=b"), "/v2/?a=b");
+        assert_eq!(path_and_query("https://r.example"), "/");
+    }
+
+    #[test]
+    fn only_digest_addressed_blobs_and_manifests_are_cached() {
+        assert!(by_digest("/v2/a/b/blobs/sha256:00"));
+        assert!(by_digest("/v2/a/manifests/sha256:00"));
+        assert!(!by_digest("/v2/a/manifests/latest"));
+        assert!(!by_digest("/v2/a/blobs/uploads/0123"));
+        assert!(!by_digest("/v2/a/tags/list"));
+    }
+}
