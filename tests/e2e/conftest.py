@@ -10,6 +10,15 @@ Environment:
   E2E_METADATA      unset (default: the registry's embedded metadata store) | neon: metadata in
                     PostgreSQL behind the Neon SQL-over-HTTP stand-in (tests/neon-gateway); each
                     registry gets its own fresh database, dropped at the end
+  E2E_STORAGE       unset (default: the registry's local blob storage) | skynet: blobs on the Skynet
+                    portal stand-in (tests/skynet-portal), one per session, which requires the API
+                    key; every registry gets OPENREGISTRY_SKYNET_PORTAL and OPENREGISTRY_SKYNET_API_KEY.
+                    Composes with E2E_METADATA=neon.
+  E2E_HOST          unset or native (default: the native binary) | cloudflare: the Cloudflare Worker
+                    in workerd (tests/cloudflare/mf-serve.mjs, built by scripts/build-worker; set
+                    E2E_BUILD_WORKER=1 to build it first). Implies E2E_METADATA=neon and
+                    E2E_STORAGE=skynet; each database is migrated with `openregistry migrate`;
+                    tests marked native_only are skipped.
 """
 
 from __future__ import annotations
@@ -23,18 +32,28 @@ from pathlib import Path
 
 import pytest
 
+import cloudflare_host
 import postgres_server
 import registry_server
 from neon_gateway import ALL_GATEWAYS, GatewayStartError, NeonGateway, install_deps
 from ocihttp import OciClient
 from registry_server import KIND, RegistryServer
+from skynet_portal import ALL_PORTALS, PortalStartError, SkynetPortal
+from skynet_portal import install_deps as install_portal_deps
 
 _TMP_ROOT: Path | None = None
 METADATA = os.environ.get("E2E_METADATA", "").strip().lower()
 if METADATA not in ("", "neon"):
     raise pytest.UsageError(f"E2E_METADATA must be unset or 'neon', not {METADATA!r}")
-# The gateway plumbing's own tests exist only in that mode (the default run stays as it was).
-collect_ignore = [] if METADATA == "neon" else ["test_neon_gateway_fixture.py"]
+STORAGE = os.environ.get("E2E_STORAGE", "").strip().lower()
+if STORAGE not in ("", "skynet"):
+    raise pytest.UsageError(f"E2E_STORAGE must be unset or 'skynet', not {STORAGE!r}")
+if cloudflare_host.CLOUDFLARE:
+    # The Worker has no embedded stores: metadata and blobs are always behind the stand-ins.
+    METADATA, STORAGE = "neon", "skynet"
+# The stand-ins' plumbing tests exist only in their mode (the default run stays as it was).
+collect_ignore = ([] if METADATA == "neon" else ["test_neon_gateway_fixture.py"]) \
+    + ([] if STORAGE == "skynet" else ["test_skynet_portal_fixture.py"])
 
 
 def pytest_configure(config):
@@ -44,15 +63,29 @@ def pytest_configure(config):
         "registry (Distribution 2.8) lacks; skipped when E2E_REGISTRY=distribution",
     )
     config.addinivalue_line("markers", "slow: moves hundreds of MiB through the registry")
+    config.addinivalue_line(
+        "markers",
+        "native_only(reason): needs the native host itself (its CLI, its data directory); "
+        "skipped when E2E_HOST=cloudflare",
+    )
 
 
 def pytest_report_header(config):
     target = registry_server.openregistry_bin() if KIND == "openregistry" else registry_server.distribution_bin()
     metadata = "; metadata: Neon SQL over HTTP (tests/neon-gateway)" if METADATA == "neon" else ""
-    return f"registry under test: {KIND} ({target}){metadata}"
+    storage = "; blobs: Skynet portal stand-in (tests/skynet-portal)" if STORAGE == "skynet" else ""
+    if cloudflare_host.CLOUDFLARE:
+        target = f"Cloudflare Worker in workerd via {cloudflare_host.HARNESS.relative_to(cloudflare_host.REPO_ROOT)}"
+    return f"registry under test: {KIND} ({target}){metadata}{storage}"
 
 
 def pytest_collection_modifyitems(config, items):
+    if cloudflare_host.CLOUDFLARE:
+        for item in items:
+            marker = item.get_closest_marker("native_only")
+            if marker is not None:
+                reason = marker.kwargs.get("reason") or (marker.args[0] if marker.args else "")
+                item.add_marker(pytest.mark.skip(reason=f"native host only: {reason}"))
     if KIND != "distribution" or os.environ.get("E2E_NO_SKIP") == "1":
         return
     for item in items:
@@ -156,24 +189,71 @@ def neon_gateway(neon_backend):
     gateway.set_delay(0)
 
 
+@pytest.fixture(scope="session")
+def skynet_backend(tmp_root):
+    """None by default; under E2E_STORAGE=skynet, the session's portal (data in the session tmp dir)."""
+    if STORAGE != "skynet":
+        yield None
+        return
+    try:
+        install_portal_deps()
+        portal = SkynetPortal(tmp_root / "skynet-portal-data", log_path=tmp_root / "skynet-portal.log")
+        portal.start()
+    except PortalStartError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    yield portal
+    portal.stop()
+
+
+@pytest.fixture
+def skynet_portal(skynet_backend):
+    """The session's portal (None unless E2E_STORAGE=skynet): .url, .stats(), .reset_stats(),
+    .faults(**kw), .stop(), .start(). A test may inject faults or stop it; it is started again
+    with no faults afterwards."""
+    if skynet_backend is None:
+        yield None
+        return
+    yield skynet_backend
+    skynet_backend.start()
+    skynet_backend.faults()
+
+
 def _start(workdir: Path, name: str, neon: "NeonBackend | None",
-           extra_env: "dict[str, str] | None" = None) -> RegistryServer:
+           extra_env: "dict[str, str] | None" = None, skynet: "SkynetPortal | None" = None) -> RegistryServer:
     try:
         if neon is not None and not neon.gateway.running():
             neon.gateway.start()  # a test stopped it and its registry is being (re)started
+        if skynet is not None and not skynet.running():
+            skynet.start()  # likewise
         env = neon.registry_env(name) if neon is not None else {}
+        env.update(skynet.registry_env() if skynet is not None else {})
         env.update(extra_env or {})
+        if cloudflare_host.CLOUDFLARE:
+            _prepare_worker()
+            cloudflare_host.migrate(env)  # the Worker does not migrate; a deployment does it once
         server = RegistryServer(workdir, name=name, env=env)
         server.start()
-    except (registry_server.RegistryStartError, GatewayStartError, postgres_server.PostgresError) as exc:
+    except (registry_server.RegistryStartError, GatewayStartError, postgres_server.PostgresError,
+            PortalStartError, cloudflare_host.CloudflareError) as exc:
         pytest.fail(str(exc), pytrace=False)
     return server
 
 
+_worker_prepared = False
+
+
+def _prepare_worker() -> None:
+    """E2E_HOST=cloudflare: tools and build once per session (see cloudflare_host.prepare)."""
+    global _worker_prepared
+    if not _worker_prepared:
+        cloudflare_host.prepare()
+        _worker_prepared = True
+
+
 @pytest.fixture(scope="session")
-def registry(tmp_root, neon_backend):
+def registry(tmp_root, neon_backend, skynet_backend):
     """The registry shared by most tests (one process for the session)."""
-    server = _start(tmp_root / "shared-registry", "shared", neon_backend)
+    server = _start(tmp_root / "shared-registry", "shared", neon_backend, skynet=skynet_backend)
     yield server
     rc = server.stop()
     # A graceful SIGTERM shutdown is part of the contract.
@@ -182,13 +262,14 @@ def registry(tmp_root, neon_backend):
 
 
 @pytest.fixture
-def registry_factory(work_dir, neon_backend):
+def registry_factory(work_dir, neon_backend, skynet_backend):
     """Start dedicated registries (own data dir, and own database under E2E_METADATA=neon) for
-    tests that need isolation or crash them."""
+    tests that need isolation or crash them. Under E2E_STORAGE=skynet they share the session's
+    portal."""
     started: list[RegistryServer] = []
 
     def make(name: str = "dedicated", env: "dict[str, str] | None" = None) -> RegistryServer:
-        server = _start(work_dir / f"{name}-{len(started)}", name, neon_backend, env)
+        server = _start(work_dir / f"{name}-{len(started)}", name, neon_backend, env, skynet_backend)
         started.append(server)
         return server
 
@@ -230,7 +311,7 @@ def repo(request):
 # ---------------------------------------------------------------------------
 
 def _logged_processes():
-    return [*registry_server.ALL_SERVERS, *ALL_GATEWAYS]
+    return [*registry_server.ALL_SERVERS, *ALL_GATEWAYS, *ALL_PORTALS]
 
 
 def pytest_runtest_setup(item):

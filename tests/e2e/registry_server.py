@@ -7,6 +7,10 @@
 ``E2E_REGISTRY=distribution`` runs Debian's reference registry
 (``/usr/bin/docker-registry``, CNCF Distribution 2.8) with a generated
 config, so the suite itself can be validated before the Rust binary exists.
+
+``E2E_HOST=cloudflare`` (with the default ``openregistry``) runs the Cloudflare Worker instead:
+``node tests/cloudflare/mf-serve.mjs --listen 127.0.0.1:<port> --persist <data dir>`` (workerd
+through Miniflare; see cloudflare_host.py). Its process group (node + workerd) is signalled as one.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from pathlib import Path
 from typing import Optional
 
 import requests
+
+import cloudflare_host
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 KIND = os.environ.get("E2E_REGISTRY", "openregistry").strip().lower() or "openregistry"
@@ -82,7 +88,24 @@ class RegistryServer:
 
     # -- lifecycle -----------------------------------------------------------
 
+    @property
+    def is_worker(self) -> bool:
+        """The Cloudflare Worker in workerd (E2E_HOST=cloudflare), not the native binary."""
+        return self.kind == "openregistry" and cloudflare_host.CLOUDFLARE
+
+    def _signal_group(self, sig: int) -> None:
+        """The harness's whole process group: node and the workerd it spawned."""
+        try:
+            os.killpg(self.proc.pid, sig)
+        except ProcessLookupError:
+            pass
+
     def _command(self) -> list[str]:
+        if self.is_worker:
+            try:
+                return cloudflare_host.worker_command(self.host, self.data_dir)
+            except cloudflare_host.CloudflareError as exc:
+                raise RegistryStartError(str(exc)) from exc
         if self.kind == "openregistry":
             binary = openregistry_bin()
             if not binary.exists():
@@ -178,6 +201,8 @@ class RegistryServer:
                 self.proc.kill()
                 self.proc.wait()
                 self._note(f"did not exit within {timeout}s of SIGTERM; killed")
+        if self.is_worker:
+            self._signal_group(signal.SIGKILL)  # a workerd left behind by its harness
         rc = self.proc.returncode
         self._close_log()
         return rc
@@ -185,6 +210,8 @@ class RegistryServer:
     def kill(self) -> None:
         """Crash it: SIGKILL, no chance to clean up."""
         if self.proc is not None and self.proc.poll() is None:
+            if self.is_worker:
+                self._signal_group(signal.SIGKILL)  # workerd too, not only its node harness
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait()
             self._note("killed with SIGKILL")

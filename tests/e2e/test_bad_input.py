@@ -15,6 +15,7 @@ import uuid
 
 import pytest
 
+from cloudflare_host import CLOUDFLARE
 from ocihttp import (
     DOCKER_MANIFEST, OCI_CONFIG, OCI_INDEX, OCI_LAYER, OCI_MANIFEST, SPEC_ERROR_CODES, assert_error,
     check_error_document, error_codes, parse_range, raw_request, sha256_digest, with_query,
@@ -45,7 +46,11 @@ BAD_NAMES = [
     pytest.param("repo/Upper", False, id="uppercase-last-component",
                  marks=pytest.mark.openregistry_only(reason=ROUTE_404)),
     pytest.param("a/../b", True, id="dot-dot-component",
-                 marks=pytest.mark.openregistry_only(reason=ROUTE_404)),
+                 marks=[pytest.mark.openregistry_only(reason=ROUTE_404),
+                        pytest.mark.skipif(CLOUDFLARE, reason="the Workers runtime parses request URLs as "
+                                           "WHATWG URLs, resolving dot segments before the Worker sees "
+                                           "the path (/v2/a/../b/... arrives as /v2/b/...), as Cloudflare's "
+                                           "edge normalizes URLs")]),
     pytest.param("repo/", True, id="trailing-slash",
                  marks=pytest.mark.openregistry_only(reason=ROUTE_404)),
     pytest.param("a//b", True, id="empty-component",

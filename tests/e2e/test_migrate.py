@@ -14,7 +14,10 @@ import pytest
 
 from registry_server import openregistry_bin
 
-pytestmark = pytest.mark.openregistry_only
+pytestmark = [
+    pytest.mark.openregistry_only,
+    pytest.mark.native_only("`openregistry migrate` is the native CLI (the Worker's databases are migrated with it too)"),
+]
 
 
 def migrate(env: dict[str, str], data_dir) -> str:

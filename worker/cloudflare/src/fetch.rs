@@ -25,7 +25,10 @@ pub struct FetchClient;
 
 /// Copies an `http::HeaderMap` into JS `Headers` (values that are not visible ASCII are dropped,
 /// as the runtime would refuse them).
-pub fn js_headers(headers: &http::HeaderMap, skip: &[HeaderName]) -> Result<web_sys::Headers, String> {
+pub fn js_headers(
+    headers: &http::HeaderMap,
+    skip: &[HeaderName],
+) -> Result<web_sys::Headers, String> {
     let out = web_sys::Headers::new().map_err(|e| js_error(&e))?;
     for (name, value) in headers {
         if skip.contains(name) {

@@ -81,7 +81,9 @@ impl WorkersKv {
             }
             l.insert(key.to_owned());
         });
-        tracing_note(&format!("OPENREGISTRY_TEST_KV_LAG: {key} reported missing once"));
+        tracing_note(&format!(
+            "OPENREGISTRY_TEST_KV_LAG: {key} reported missing once"
+        ));
         true
     }
 }

@@ -6,6 +6,9 @@
 //! Stateless: nothing is kept between requests except, when enabled, immutable responses in the
 //! Cache API. Configuration: see [`config`].
 
+// The core's `Ports` hold `Arc`s; on wasm32 there is one thread and nothing needs to be `Send`.
+#![allow(clippy::arc_with_non_send_sync)]
+
 mod config;
 mod fetch;
 mod kv;
@@ -29,7 +32,7 @@ use crate::config::{Settings, KV_BINDING};
 use crate::fetch::{declared_len, http_headers, js_headers, FetchClient};
 use crate::kv::WorkersKv;
 use crate::store::EdgeStore;
-use crate::streams::{from_js, js_error, to_js};
+use crate::streams::{js_error, to_js, RequestBody};
 
 /// `Date.now()`: `SystemTime::now` panics on wasm32-unknown-unknown.
 struct JsClock;
@@ -68,8 +71,11 @@ fn registry(settings: &Settings, env: &Env) -> Result<Registry, String> {
         .map_err(|e| format!("the KV namespace binding {KV_BINDING} is missing: {e}"))?;
     let kv: Arc<dyn Kv> = Arc::new(WorkersKv::new(store, settings.test_kv_lag));
     let http: Arc<dyn HttpClient> = Arc::new(FetchClient);
-    let mut neon = NeonConfig::new(&settings.database_url, settings.database_endpoint.as_deref())
-        .map_err(|e| format!("OPENREGISTRY_DATABASE_URL: {e}"))?;
+    let mut neon = NeonConfig::new(
+        &settings.database_url,
+        settings.database_endpoint.as_deref(),
+    )
+    .map_err(|e| format!("OPENREGISTRY_DATABASE_URL: {e}"))?;
     neon.timeout = settings.database_timeout;
     let skynet = SkynetConfig::new(&settings.portal, settings.portal_api_key.clone());
     let config = Config {
@@ -100,18 +106,24 @@ fn path_and_query(url: &str) -> &str {
         .map_or("/", |i| &url[after_scheme + i..])
 }
 
-/// The runtime's request as the core's, body streamed.
-fn core_request(request: &web_sys::Request) -> Result<http::Request<Body>, String> {
+/// The runtime's request as the core's, body streamed (and a handle to drain what is left of it).
+fn core_request(
+    request: &web_sys::Request,
+) -> Result<(http::Request<Body>, Option<RequestBody>), String> {
     let method = Method::from_bytes(request.method().as_bytes()).map_err(|e| e.to_string())?;
     let url = request.url();
     let headers = http_headers(&request.headers());
-    let body = if method == Method::GET || method == Method::HEAD {
-        Body::Empty
-    } else if declared_len(&headers) == Some(0) {
+    let bodiless = method == Method::GET || method == Method::HEAD;
+    let mut rest = None;
+    let body = if bodiless || declared_len(&headers) == Some(0) {
         Body::Empty
     } else {
         match request.body() {
-            Some(stream) => Body::Stream(from_js(&stream)?),
+            Some(stream) => {
+                let (handle, chunks) = RequestBody::new(&stream)?;
+                rest = Some(handle);
+                Body::Stream(chunks)
+            }
             None => Body::Empty,
         }
     };
@@ -121,7 +133,7 @@ fn core_request(request: &web_sys::Request) -> Result<http::Request<Body>, Strin
         .parse()
         .map_err(|e| format!("{url}: {e}"))?;
     *core.headers_mut() = headers;
-    Ok(core)
+    Ok((core, rest))
 }
 
 /// The core's response as the runtime's, body streamed (with its `Content-Length` kept).
@@ -135,12 +147,21 @@ fn js_response(response: http::Response<Body>, is_head: bool) -> Result<web_sys:
             StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED
         );
     let body = if no_body { None } else { to_js(body, len) };
-    let skip: &[http::HeaderName] = if is_head { &[] } else { &[header::CONTENT_LENGTH] };
+    // With a body the runtime sets Content-Length itself (from the bytes or the FixedLengthStream);
+    // without one (HEAD, empty answers) the core's header is what the client must see.
+    let skip: &[http::HeaderName] = if body.is_some() {
+        &[header::CONTENT_LENGTH]
+    } else {
+        &[]
+    };
     let headers = js_headers(&parts.headers, skip)?;
     let init = web_sys::ResponseInit::new();
     init.set_status(parts.status.as_u16());
     init.set_headers(headers.as_ref());
-    web_sys::Response::new_with_opt_js_value_and_init(body.as_ref(), &init)
+    // `new Response(body, init)`: the body is a Uint8Array or a ReadableStream; the binding's
+    // parameter type does not matter to the runtime.
+    let body = body.map(|b| b.unchecked_into::<web_sys::ReadableStream>());
+    web_sys::Response::new_with_opt_readable_stream_and_init(body.as_ref(), &init)
         .map_err(|e| js_error(&e))
 }
 
@@ -182,7 +203,11 @@ fn in_background(ctx: &Context, promise: Result<Promise, JsValue>) {
 // Entry
 
 #[event(fetch)]
-async fn fetch(request: web_sys::Request, env: Env, ctx: Context) -> worker::Result<web_sys::Response> {
+async fn fetch(
+    request: web_sys::Request,
+    env: Env,
+    ctx: Context,
+) -> worker::Result<web_sys::Response> {
     let is_head = request.method() == "HEAD";
     let response = match serve(&request, &env, &ctx).await {
         Ok(response) => return Ok(response),
@@ -195,12 +220,20 @@ async fn fetch(request: web_sys::Request, env: Env, ctx: Context) -> worker::Res
 }
 
 /// One request; `Err` is a problem of the deployment (configuration, bindings), answered 503.
-async fn serve(request: &web_sys::Request, env: &Env, ctx: &Context) -> Result<web_sys::Response, String> {
+async fn serve(
+    request: &web_sys::Request,
+    env: &Env,
+    ctx: &Context,
+) -> Result<web_sys::Response, String> {
     let settings = Settings::from_env(env)?;
     let registry = registry(&settings, env)?;
     let is_head = request.method() == "HEAD";
     let url = request.url();
-    let path = path_and_query(&url).split('?').next().unwrap_or("/").to_owned();
+    let path = path_and_query(&url)
+        .split('?')
+        .next()
+        .unwrap_or("/")
+        .to_owned();
 
     let cache = if settings.edge_cache && by_digest(&path) {
         default_cache()
@@ -215,8 +248,11 @@ async fn serve(request: &web_sys::Request, env: &Env, ctx: &Context) -> Result<w
         }
     }
 
-    let core = core_request(request)?;
+    let (core, body) = core_request(request)?;
     let response = registry.handle(core).await;
+    if let Some(body) = body {
+        body.drain().await;
+    }
 
     let status = response.status();
     let len = declared_len(response.headers());

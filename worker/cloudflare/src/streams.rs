@@ -11,7 +11,10 @@
 //! `Content-Length` instead of chunked encoding. Large in-memory bodies (a 40 MiB Skynet piece) are
 //! handed over in 1 MiB slices, so JS never holds a second full copy.
 
+use std::rc::Rc;
+
 use bytes::Bytes;
+use futures_util::lock::Mutex;
 use futures_util::StreamExt;
 use js_sys::{Array, ArrayBuffer, Function, Object, Promise, Reflect, Uint8Array};
 use openregistry::body::{Body, BodyError, ByteStream};
@@ -27,9 +30,7 @@ pub fn js_error(error: &JsValue) -> String {
     if let Some(e) = error.dyn_ref::<js_sys::Error>() {
         return String::from(e.message());
     }
-    error
-        .as_string()
-        .unwrap_or_else(|| format!("{error:?}"))
+    error.as_string().unwrap_or_else(|| format!("{error:?}"))
 }
 
 fn get(target: &JsValue, name: &str) -> Result<JsValue, JsValue> {
@@ -40,12 +41,16 @@ fn method(target: &JsValue, name: &str) -> Option<Function> {
     get(target, name).ok()?.dyn_into::<Function>().ok()
 }
 
+thread_local! {
+    /// One no-op rejection handler for the whole isolate.
+    static NOOP: Closure<dyn FnMut(JsValue)> = Closure::new(|_: JsValue| {});
+}
+
 /// Lets a promise reject without an "unhandled rejection" report.
 fn ignore_rejection(promise: &Promise) {
-    let noop = Closure::once_into_js(|_: JsValue| {});
-    if let Ok(noop) = noop.dyn_into::<Function>() {
-        let _ = promise.catch(&noop);
-    }
+    NOOP.with(|noop| {
+        let _ = promise.catch(noop);
+    });
 }
 
 /// One body being read from a JS `ReadableStream`.
@@ -94,7 +99,7 @@ impl Reader {
 
     async fn next(&mut self) -> Option<Result<Bytes, BodyError>> {
         while !self.done {
-            match self.read_once().await {
+            match self.read_once(true).await {
                 Ok(Some(bytes)) => return Some(Ok(bytes)),
                 Ok(None) => {}
                 Err(e) => {
@@ -106,8 +111,17 @@ impl Reader {
         None
     }
 
-    /// One read; `Ok(None)` when it produced no bytes (the end, or an empty chunk).
-    async fn read_once(&mut self) -> Result<Option<Bytes>, String> {
+    /// Reads and discards the rest (nothing is copied into WASM memory).
+    async fn drain(&mut self) {
+        while !self.done {
+            if self.read_once(false).await.is_err() {
+                self.done = true;
+            }
+        }
+    }
+
+    /// One read; `Ok(None)` when it produced no bytes (the end, an empty chunk, or `keep` unset).
+    async fn read_once(&mut self, keep: bool) -> Result<Option<Bytes>, String> {
         let promise = if self.byob {
             let buffer = self
                 .buffer
@@ -135,7 +149,7 @@ impl Reader {
         let value = get(&result, "value").unwrap_or(JsValue::UNDEFINED);
         let mut bytes = None;
         if let Some(view) = value.dyn_ref::<Uint8Array>() {
-            if view.byte_length() > 0 {
+            if keep && view.byte_length() > 0 {
                 bytes = Some(Bytes::from(view.to_vec()));
             }
             if self.byob {
@@ -173,6 +187,35 @@ pub fn from_js(stream: &web_sys::ReadableStream) -> Result<ByteStream, String> {
         reader,
         |mut reader| async move { reader.next().await.map(|item| (item, reader)) },
     )))
+}
+
+/// An incoming request's body: the core reads it as a stream, and whatever the core left unread
+/// (it answered before the end, e.g. a 416) is drained before the response goes out, so the client
+/// gets the answer instead of a connection reset.
+pub struct RequestBody {
+    reader: Rc<Mutex<Reader>>,
+}
+
+impl RequestBody {
+    pub fn new(stream: &web_sys::ReadableStream) -> Result<(Self, ByteStream), String> {
+        let reader = Rc::new(Mutex::new(Reader::new(stream)?));
+        let chunks: ByteStream = Box::pin(futures_util::stream::unfold(
+            reader.clone(),
+            |reader| async move {
+                let item = reader.lock().await.next().await;
+                item.map(|item| (item, reader))
+            },
+        ));
+        Ok((Self { reader }, chunks))
+    }
+
+    /// Reads and drops the rest of the body, if any.
+    pub async fn drain(&self) {
+        // The core is done with the body: its stream (and its lock) is gone.
+        if let Some(mut reader) = self.reader.try_lock() {
+            reader.drain().await;
+        }
+    }
 }
 
 /// Splits big chunks so JS receives at most [`CHUNK`] bytes at once (zero-copy on the Rust side).

@@ -60,6 +60,13 @@ struct StorageArgs {
     /// The portal account's API key (sent as Skynet-Api-Key).
     #[arg(long, env = "OPENREGISTRY_SKYNET_API_KEY", hide_env_values = true)]
     skynet_api_key: Option<String>,
+    /// How long one request to the portal may take before the registry answers 503.
+    #[arg(
+        long,
+        env = "OPENREGISTRY_SKYNET_TIMEOUT_MS",
+        default_value_t = 300_000
+    )]
+    skynet_timeout_ms: u64,
     /// Answer blob downloads with a redirect to the storage's own URL (Skynet) instead of
     /// streaming the bytes through the registry.
     #[arg(long, env = "OPENREGISTRY_BLOB_REDIRECT", default_value_t = false)]
@@ -148,7 +155,8 @@ async fn serve(
     };
     let blobs: Arc<dyn BlobStore> = match &storage.skynet_portal {
         Some(portal) => {
-            let skynet = SkynetConfig::new(portal, storage.skynet_api_key.clone());
+            let mut skynet = SkynetConfig::new(portal, storage.skynet_api_key.clone());
+            skynet.timeout = Duration::from_millis(storage.skynet_timeout_ms);
             tracing::info!(portal = %skynet.portal, "blobs on Skynet");
             Arc::new(SkynetStore::new(http.clone(), kv.clone(), skynet))
         }

@@ -388,10 +388,14 @@ impl Registry {
         let outcome = self
             .commit_upload(repo, &digest, computed, &handle, size)
             .await;
+        if let Err(RegistryError::Unavailable(_)) = &outcome {
+            // A service was down or slow: keep the session so the client can retry the PUT.
+            return outcome.map(|()| Self::blob_created(repo, &digest));
+        }
         if outcome.is_err() {
             self.discard(&handle).await;
         }
-        // The session ends either way: a verified blob is committed, a bad one is discarded.
+        // Otherwise the session ends: a verified blob is committed, a bad one is discarded.
         let removed = session::end(
             self.ports.kv.as_ref(),
             &session,

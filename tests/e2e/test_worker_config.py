@@ -1,0 +1,91 @@
+"""The Worker's configuration (E2E_HOST=cloudflare only): vars and secrets under the native host's
+names, no embedded defaults at the edge, chunk limits advertised from configuration."""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import subprocess
+
+import pytest
+import requests
+
+from cloudflare_host import CLOUDFLARE, HARNESS, node, wait_gone
+from ocihttp import OciClient, check_error_document, error_codes
+
+pytestmark = pytest.mark.skipif(not CLOUDFLARE, reason="configuration of the Cloudflare Worker (E2E_HOST=cloudflare)")
+
+
+def start_bare_worker(work_dir, env: dict[str, str]):
+    """The harness with exactly these OPENREGISTRY_* settings (nothing from the fixtures)."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("OPENREGISTRY_")}
+    clean.update(env)
+    log = open(work_dir / "worker.log", "ab")
+    proc = subprocess.Popen([node(), str(HARNESS), "--listen", "127.0.0.1:0", "--persist", str(work_dir / "data")],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log, env=clean,
+                            start_new_session=True)
+    ready, _, _ = select.select([proc.stdout], [], [], 30)
+    line = proc.stdout.readline().decode().strip() if ready else ""
+    assert line.startswith("listening http://127.0.0.1:"), line
+    return proc, line[len("listening "):], log
+
+
+def stop(proc, log):
+    os.killpg(proc.pid, signal.SIGTERM)
+    assert proc.wait(20) == 0
+    wait_gone(proc.pid)
+    proc.stdout.close()
+    log.close()
+
+
+@pytest.mark.parametrize("missing", ["OPENREGISTRY_DATABASE_URL", "OPENREGISTRY_SKYNET_PORTAL"])
+def test_a_missing_database_or_portal_answers_503_with_an_oci_error(work_dir, missing):
+    env = {
+        "OPENREGISTRY_DATABASE_URL": "postgresql://u:p@ep-x.example.com/db",
+        "OPENREGISTRY_DATABASE_HTTP_ENDPOINT": "http://127.0.0.1:9/sql",
+        "OPENREGISTRY_SKYNET_PORTAL": "http://127.0.0.1:9",
+    }
+    del env[missing]
+    proc, url, log = start_bare_worker(work_dir, env)
+    try:
+        for method, path in [("GET", "/v2/"), ("POST", "/v2/a/blobs/uploads/"), ("GET", "/v2/a/tags/list")]:
+            r = requests.request(method, url + path, timeout=30)
+            assert r.status_code == 503, (method, path, r.status_code, r.text)
+            check_error_document(method, url + path, r.status_code, r.content)
+            assert error_codes(r) == ["UNAVAILABLE"]
+            assert missing in r.json()["errors"][0]["message"]
+    finally:
+        stop(proc, log)
+
+
+def test_chunk_limits_are_advertised_from_configuration(registry_factory):
+    server = registry_factory("chunks", env={"OPENREGISTRY_CHUNK_MIN_LENGTH": "1048576",
+                                             "OPENREGISTRY_CHUNK_MAX_LENGTH": "52428800"})
+    client = OciClient(server.base_url)
+    r = client.post("/v2/cfg/limits/blobs/uploads/", data=b"")
+    assert r.status_code == 202
+    assert r.headers.get("OCI-Chunk-Min-Length") == "1048576"
+    assert r.headers.get("OCI-Chunk-Max-Length") == "52428800"
+    client.close()
+
+
+def test_by_default_the_max_chunk_is_the_free_plan_body_limit(client):
+    r = client.post("/v2/cfg/default/blobs/uploads/", data=b"")
+    assert r.status_code == 202
+    assert r.headers.get("OCI-Chunk-Max-Length") == "100000000"
+    assert int(r.headers.get("OCI-Chunk-Min-Length")) <= 100_000_000
+
+
+def test_a_bad_setting_answers_503_naming_it(registry_factory, work_dir):
+    proc, url, log = start_bare_worker(work_dir, {
+        "OPENREGISTRY_DATABASE_URL": "postgresql://u:p@ep-x.example.com/db",
+        "OPENREGISTRY_SKYNET_PORTAL": "http://127.0.0.1:9",
+        "OPENREGISTRY_CHUNK_MAX_LENGTH": "lots",
+    })
+    try:
+        r = requests.get(url + "/v2/", timeout=30)
+        assert r.status_code == 503
+        assert "OPENREGISTRY_CHUNK_MAX_LENGTH" in r.json()["errors"][0]["message"]
+    finally:
+        stop(proc, log)
