@@ -60,6 +60,24 @@ impl Random for JsRandom {
     }
 }
 
+/// Logs the WASM linear memory's high-water mark whenever it grows (it never shrinks; Workers
+/// allow 128 MB per isolate, JS heap included), e.g. `wrangler tail` shows it.
+fn note_memory_growth() {
+    thread_local! {
+        static HIGH: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
+    #[cfg(target_arch = "wasm32")]
+    let bytes = core::arch::wasm32::memory_size::<0>() * 65_536;
+    #[cfg(not(target_arch = "wasm32"))]
+    let bytes = 0;
+    HIGH.with(|high| {
+        if bytes > high.get() {
+            high.set(bytes);
+            worker::console_log!("openregistry: WASM memory grew to {} MiB", bytes >> 20);
+        }
+    });
+}
+
 /// The core's OCI error answer for a request the Worker cannot serve (bad configuration).
 fn unavailable(message: String) -> http::Response<Body> {
     RegistryError::Unavailable(Unavailable::new("configuration", message)).into_response()
@@ -209,7 +227,10 @@ async fn fetch(
     ctx: Context,
 ) -> worker::Result<web_sys::Response> {
     let is_head = request.method() == "HEAD";
-    let response = match serve(&request, &env, &ctx).await {
+    note_memory_growth();
+    let served = serve(&request, &env, &ctx).await;
+    note_memory_growth();
+    let response = match served {
         Ok(response) => return Ok(response),
         Err(message) => {
             worker::console_error!("openregistry: {message}");

@@ -1,6 +1,7 @@
 //! `openregistry`: the native host. `serve` runs the registry on embedded defaults (filesystem
 //! blobs, SQLite metadata and sessions under one data directory); `migrate` applies the schema.
 
+mod accounts;
 mod bodies;
 mod embedded;
 mod fs_store;
@@ -13,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use openregistry::auth::AuthSettings;
 use openregistry::neon::{NeonConfig, NeonSql};
 use openregistry::ports::{BlobStore, Clock, HttpClient, Kv, Ports, Sql};
 use openregistry::skynet::{SkynetConfig, SkynetStore};
@@ -34,13 +36,13 @@ struct Cli {
 #[derive(Args, Clone)]
 struct DatabaseArgs {
     /// Where blobs, upload sessions and (without a database URL) metadata are kept.
-    #[arg(long, env = "OPENREGISTRY_DATA_DIR", default_value = "./data")]
+    #[arg(long, global = true, env = "OPENREGISTRY_DATA_DIR", default_value = "./data")]
     data_dir: PathBuf,
     /// A postgres:// or postgresql:// URL (for example a Neon database's). Unset: embedded SQLite.
-    #[arg(long, env = "OPENREGISTRY_DATABASE_URL", hide_env_values = true)]
+    #[arg(long, global = true, env = "OPENREGISTRY_DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
     /// Override of the SQL-over-HTTP endpoint (default: Neon's, derived from the URL's host).
-    #[arg(long, env = "OPENREGISTRY_DATABASE_HTTP_ENDPOINT")]
+    #[arg(long, global = true, env = "OPENREGISTRY_DATABASE_HTTP_ENDPOINT")]
     database_http_endpoint: Option<String>,
     /// How long one SQL round trip may take before the request fails with 503.
     #[arg(
@@ -73,6 +75,28 @@ struct StorageArgs {
     blob_redirect: bool,
 }
 
+/// Authentication: off (open mode, loopback only) unless enabled.
+#[derive(Args, Clone)]
+struct AuthArgs {
+    /// Require tokens (Docker's token flow); users and access tokens are managed with
+    /// `openregistry user` / `openregistry token`.
+    #[arg(long, env = "OPENREGISTRY_AUTH", default_value_t = false)]
+    auth: bool,
+    /// The PASERK `k4.secret` key tokens are signed with; unset: generated on first start and kept
+    /// in the data directory (`token-key.paserk`).
+    #[arg(long, env = "OPENREGISTRY_TOKEN_KEY", hide_env_values = true)]
+    token_key: Option<String>,
+    /// The token service name (the `aud` of tokens, `service` in challenges).
+    #[arg(long, env = "OPENREGISTRY_SERVICE", default_value = "openregistry")]
+    service: String,
+    /// The registry's public URL, for the token realm (default: from each request's Host).
+    #[arg(long, env = "OPENREGISTRY_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// Lifetime of issued access tokens, in seconds.
+    #[arg(long, env = "OPENREGISTRY_TOKEN_TTL_SECONDS", default_value_t = 300)]
+    token_ttl_seconds: u64,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the registry.
@@ -84,12 +108,28 @@ enum Command {
         database: DatabaseArgs,
         #[command(flatten)]
         storage: StorageArgs,
-        /// Allow listening on a non-loopback address although nobody is authenticated yet.
+        #[command(flatten)]
+        auth: AuthArgs,
+        /// Allow listening on a non-loopback address without authentication.
         #[arg(long, env = "OPENREGISTRY_OPEN", default_value_t = false)]
         open: bool,
     },
     /// Apply pending schema migrations to the configured database, then exit.
     Migrate {
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+    /// Manage users.
+    User {
+        #[command(subcommand)]
+        action: accounts::UserAction,
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+    /// Manage personal access tokens (the password for `docker login`).
+    Token {
+        #[command(subcommand)]
+        action: accounts::TokenAction,
         #[command(flatten)]
         database: DatabaseArgs,
     },
@@ -132,13 +172,14 @@ async fn serve(
     listen: SocketAddr,
     database: DatabaseArgs,
     storage: StorageArgs,
+    auth: AuthArgs,
     open: bool,
 ) -> Result<(), String> {
-    if !listen.ip().is_loopback() && !open {
+    if !listen.ip().is_loopback() && !open && !auth.auth {
         return Err(format!(
-            "refusing to listen on {listen}: authentication is not implemented yet, so anyone who \
-             can reach this address could push and delete. Listen on 127.0.0.1, or pass --open \
-             (OPENREGISTRY_OPEN=true) if that is really what you want."
+            "refusing to listen on {listen} without authentication: anyone who can reach this \
+             address could push and delete. Enable --auth (OPENREGISTRY_AUTH=true), listen on \
+             127.0.0.1, or pass --open (OPENREGISTRY_OPEN=true) if that is really what you want."
         ));
     }
     let http: Arc<dyn HttpClient> = Arc::new(HyperClient::new());
@@ -180,7 +221,20 @@ async fn serve(
         clock: Arc::new(SystemClock),
         random: Arc::new(OsRandom),
     };
-    let registry = Arc::new(Registry::new(ports, config));
+    let mut registry = Registry::new(ports, config);
+    if auth.auth {
+        let key = accounts::token_key(auth.token_key.as_deref(), &data_dir)?;
+        let mut settings = AuthSettings::new(&auth.service, key).map_err(|e| e.to_string())?;
+        settings.public_url = auth.public_url.clone();
+        settings.token_ttl = Duration::from_secs(auth.token_ttl_seconds);
+        registry = registry.with_auth(settings);
+        tracing::info!(service = %auth.service, "authentication required (tokens at /token)");
+    } else {
+        tracing::warn!(
+            "authentication is off: anyone who can reach the registry can push and delete"
+        );
+    }
+    let registry = Arc::new(registry);
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
@@ -235,8 +289,21 @@ async fn main() -> std::process::ExitCode {
             listen,
             database,
             storage,
+            auth,
             open,
-        } => serve(listen, database, storage, open).await,
+        } => serve(listen, database, storage, auth, open).await,
+        Command::User { action, database } => {
+            match open_metadata(&database, Arc::new(HyperClient::new())).await {
+                Ok(sql) => accounts::user(action, sql.as_ref()).await,
+                Err(e) => Err(e),
+            }
+        }
+        Command::Token { action, database } => {
+            match open_metadata(&database, Arc::new(HyperClient::new())).await {
+                Ok(sql) => accounts::token(action, sql.as_ref()).await,
+                Err(e) => Err(e),
+            }
+        }
         Command::Migrate { database } => open_metadata(&database, Arc::new(HyperClient::new()))
             .await
             .map(|_| ()),

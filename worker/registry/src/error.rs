@@ -47,6 +47,13 @@ pub enum RegistryError {
     BlobRangeInvalid { size: u64 },
     #[error("the operation is unsupported: {0}")]
     Unsupported(String),
+    /// No valid credentials for what the request needs; `challenge` is the `WWW-Authenticate`.
+    #[error("authentication required: {reason}")]
+    Unauthorized { challenge: String, reason: String },
+    /// Authenticated, but this is not allowed (API calls; registry routes answer 401 with the
+    /// scope so Docker clients ask for a new token).
+    #[error("requested access to the resource is denied")]
+    Denied,
     /// A method the endpoint does not have; `allow` lists those it has (the `Allow` header).
     #[error("method not allowed; this endpoint allows {allow}")]
     MethodNotAllowed { allow: &'static str },
@@ -85,6 +92,8 @@ impl RegistryError {
             UploadRangeInvalid { .. } => ("BLOB_UPLOAD_INVALID", StatusCode::RANGE_NOT_SATISFIABLE),
             BlobRangeInvalid { .. } => ("SIZE_INVALID", StatusCode::RANGE_NOT_SATISFIABLE),
             Unsupported(_) => ("UNSUPPORTED", StatusCode::BAD_REQUEST),
+            Unauthorized { .. } => ("UNAUTHORIZED", StatusCode::UNAUTHORIZED),
+            Denied => ("DENIED", StatusCode::FORBIDDEN),
             MethodNotAllowed { .. } => ("UNSUPPORTED", StatusCode::METHOD_NOT_ALLOWED),
             NotFound => ("UNSUPPORTED", StatusCode::NOT_FOUND),
             BodyIncomplete(_) => ("BLOB_UPLOAD_INVALID", StatusCode::BAD_REQUEST),
@@ -137,6 +146,11 @@ impl RegistryError {
             }
             RegistryError::Unavailable(_) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            RegistryError::Unauthorized { challenge, .. } => {
+                if let Ok(value) = HeaderValue::from_str(challenge) {
+                    headers.insert(header::WWW_AUTHENTICATE, value);
+                }
             }
             RegistryError::MethodNotAllowed { allow } => {
                 headers.insert(header::ALLOW, HeaderValue::from_static(allow));

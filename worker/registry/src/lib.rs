@@ -6,6 +6,7 @@
 //! randomness). Hosts (native, Cloudflare Workers, Spin) are thin crates that supply those ports.
 
 pub mod api;
+pub mod auth;
 pub mod body;
 pub mod config;
 pub mod digest;

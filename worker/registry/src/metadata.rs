@@ -427,6 +427,38 @@ impl<'a> Metadata<'a> {
         rows.iter().map(|r| r.text(0).map_err(Into::into)).collect()
     }
 
+    /// Like [`Self::repositories`], but only public ones, those in `owner`'s namespace, or all
+    /// when `everything`.
+    pub async fn visible_repositories(
+        &self,
+        last: &str,
+        limit: u64,
+        owner: &str,
+        everything: bool,
+    ) -> Result<Vec<String>, RegistryError> {
+        let rows = self
+            .sql
+            .query(
+                Statement::new(
+                    "SELECT name FROM repositories WHERE name > $1 AND (visibility = 'public' \
+                     OR $3 = 1 OR (name = $4 AND $4 <> '') OR substr(name, 1, $5) = $6) \
+                     ORDER BY name LIMIT $2",
+                )
+                .bind(last)
+                .bind(limit)
+                .bind(i64::from(everything))
+                .bind(owner)
+                .bind(owner.len() as u64 + 1)
+                .bind(if owner.is_empty() {
+                    String::new()
+                } else {
+                    format!("{owner}/")
+                }),
+            )
+            .await?;
+        rows.iter().map(|r| r.text(0).map_err(Into::into)).collect()
+    }
+
     /// Manifests in `repo` whose subject is `subject`, optionally of one artifact type.
     pub async fn referrers(
         &self,

@@ -40,6 +40,9 @@ pub struct UploadSession {
     /// Finished or cancelled: the upload URL no longer works.
     #[serde(default)]
     pub ended: bool,
+    /// Who opened the upload (the token's subject) when auth is on; only they may continue it.
+    #[serde(default)]
+    pub subject: Option<String>,
 }
 
 /// A session reference as it appears in an upload URL: `<id>` or `<id>.<seq>`.

@@ -5,6 +5,7 @@ use http::{header, HeaderName, Response, StatusCode};
 use serde_json::{json, Map, Value};
 
 use super::{json_response, response, Query, Registry, OCI_FILTERS_APPLIED};
+use crate::auth::Claims;
 use crate::body::Body;
 use crate::digest::Digest;
 use crate::error::RegistryError;
@@ -77,14 +78,28 @@ impl Registry {
         Ok(response)
     }
 
-    pub(super) async fn catalog(&self, query: &Query) -> Result<Response<Body>, RegistryError> {
+    pub(super) async fn catalog(
+        &self,
+        query: &Query,
+        claims: Option<&Claims>,
+    ) -> Result<Response<Body>, RegistryError> {
         let page = self.page(query)?;
         let names = if page.limit == 0 {
             Vec::new()
         } else {
-            Metadata::new(self.ports.sql.as_ref())
-                .repositories(&page.last, page.limit + 1)
-                .await?
+            let metadata = Metadata::new(self.ports.sql.as_ref());
+            match (&self.auth, claims) {
+                (None, _) => metadata.repositories(&page.last, page.limit + 1).await?,
+                // With auth on: public repositories, the caller's namespace, or all for admins.
+                (Some(_), claims) => {
+                    let everything =
+                        claims.is_some_and(|c| c.actions_on("registry", "catalog").contains(&"*"));
+                    let owner = claims.map(|c| c.sub.as_str()).unwrap_or_default();
+                    metadata
+                        .visible_repositories(&page.last, page.limit + 1, owner, everything)
+                        .await?
+                }
+            }
         };
         let (repositories, link) = Self::paged(names, &page, "/v2/_catalog");
         let mut response = json_response(

@@ -5,6 +5,7 @@
 //! `/v2/<name>/blobs/uploads/[<id>]`, `/v2/<name>/blobs/<digest>`, `/v2/<name>/manifests/<ref>`,
 //! `/v2/<name>/tags/list`, `/v2/<name>/referrers/<digest>`, plus `/v2/` and `/v2/_catalog`.
 
+mod auth;
 mod blobs;
 mod listing;
 mod manifests;
@@ -12,6 +13,7 @@ mod uploads;
 
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 
+use crate::auth::{AuthSettings, Claims};
 use crate::body::Body;
 use crate::config::Config;
 use crate::error::RegistryError;
@@ -23,6 +25,8 @@ use crate::ports::Ports;
 pub struct Registry {
     ports: Ports,
     config: Config,
+    /// `None`: open mode (no authentication; the native host allows it on loopback only).
+    auth: Option<AuthSettings>,
 }
 
 /// Which endpoint a path names.
@@ -36,9 +40,17 @@ enum Route<'a> {
     UploadStart { name: &'a str },
     Upload { name: &'a str, session: &'a str },
     Referrers { name: &'a str, digest: &'a str },
+    Token,
+    Api { path: &'a str },
 }
 
 fn route(path: &str) -> Option<Route<'_>> {
+    if path == "/token" {
+        return Some(Route::Token);
+    }
+    if let Some(api) = path.strip_prefix("/api/") {
+        return Some(Route::Api { path: api });
+    }
     let rest = path.strip_prefix("/v2")?;
     if rest.is_empty() || rest == "/" {
         return Some(Route::Base);
@@ -78,7 +90,17 @@ fn route(path: &str) -> Option<Route<'_>> {
 
 impl Registry {
     pub fn new(ports: Ports, config: Config) -> Self {
-        Self { ports, config }
+        Self {
+            ports,
+            config,
+            auth: None,
+        }
+    }
+
+    /// Requires tokens on every registry route, and serves `/token` and `/api/`.
+    pub fn with_auth(mut self, auth: AuthSettings) -> Self {
+        self.auth = Some(auth);
+        self
     }
 
     pub fn config(&self) -> &Config {
@@ -114,13 +136,50 @@ impl Registry {
         };
         let method = request.method().clone();
         let query = Query::parse(request.uri().query());
+        let claims = self.authorize(&route, &method, &query, request.headers())?;
+        let mut response = self
+            .route_request(route, method, query, request, claims.as_ref())
+            .await?;
+        if let Some(warning) = claims.as_ref().and_then(|c| self.expiry_warning(c)) {
+            if let Ok(value) = HeaderValue::from_str(&warning) {
+                response.headers_mut().insert(header::WARNING, value);
+            }
+        }
+        Ok(response)
+    }
+
+    /// `Warning: 299 - "..."` when the token runs out within a minute (or already has, during an
+    /// upload's grace period), so clients can fetch a fresh one.
+    fn expiry_warning(&self, claims: &Claims) -> Option<String> {
+        let expires = claims.expires_ms().ok()?;
+        let now = self.now_ms();
+        (expires < now + 60_000).then(|| {
+            let left = expires.saturating_sub(now) / 1000;
+            format!("299 - \"the access token expires in {left} s; request a new one\"")
+        })
+    }
+
+    async fn route_request(
+        &self,
+        route: Route<'_>,
+        method: Method,
+        query: Query,
+        request: Request<Body>,
+        claims: Option<&Claims>,
+    ) -> Result<Response<Body>, RegistryError> {
+        let subject = claims.map(|c| c.sub.as_str());
         match route {
+            Route::Token => self.token(request, &query).await,
+            Route::Api { path } => {
+                let path = path.to_owned();
+                self.api(&path, request).await
+            }
             Route::Base => match method {
                 Method::GET | Method::HEAD => Ok(json_response(StatusCode::OK, "{}".into())),
                 _ => Err(RegistryError::MethodNotAllowed { allow: "GET, HEAD" }),
             },
             Route::Catalog => match method {
-                Method::GET => self.catalog(&query).await,
+                Method::GET => self.catalog(&query, claims).await,
                 _ => Err(RegistryError::MethodNotAllowed { allow: "GET" }),
             },
             Route::Tags { name } => {
@@ -163,17 +222,20 @@ impl Registry {
             Route::UploadStart { name } => {
                 let repo = RepoName::parse(name)?;
                 match method {
-                    Method::POST => self.start_upload(&repo, &query, request).await,
+                    Method::POST => self.start_upload(&repo, &query, request, claims).await,
                     _ => Err(RegistryError::MethodNotAllowed { allow: "POST" }),
                 }
             }
             Route::Upload { name, session } => {
                 let repo = RepoName::parse(name)?;
                 match method {
-                    Method::GET => self.upload_status(&repo, session).await,
-                    Method::PATCH => self.patch_upload(&repo, session, request).await,
-                    Method::PUT => self.finish_upload(&repo, session, &query, request).await,
-                    Method::DELETE => self.cancel_upload(&repo, session).await,
+                    Method::GET => self.upload_status(&repo, session, subject).await,
+                    Method::PATCH => self.patch_upload(&repo, session, request, subject).await,
+                    Method::PUT => {
+                        self.finish_upload(&repo, session, &query, request, subject)
+                            .await
+                    }
+                    Method::DELETE => self.cancel_upload(&repo, session, subject).await,
                     _ => Err(RegistryError::MethodNotAllowed {
                         allow: "GET, PATCH, PUT, DELETE",
                     }),

@@ -14,6 +14,7 @@ use super::{
     content_length, header_text, response, Query, Registry, DOCKER_CONTENT_DIGEST,
     DOCKER_UPLOAD_UUID, OCI_CHUNK_MAX_LENGTH, OCI_CHUNK_MIN_LENGTH,
 };
+use crate::auth::Claims;
 use crate::body::{Body, ByteStream};
 use crate::digest::{Algorithm, Digest, Hasher};
 use crate::error::{range_header, RegistryError};
@@ -148,6 +149,7 @@ impl Registry {
         repo: &RepoName,
         query: &Query,
         request: Request<Body>,
+        claims: Option<&Claims>,
     ) -> Result<Response<Body>, RegistryError> {
         let metadata = Metadata::new(self.ports.sql.as_ref());
         if let Some(mount) = query.get("mount") {
@@ -156,9 +158,14 @@ impl Registry {
             // enough to read a blob from a repository one cannot pull from.
             if let Some(from) = query.get("from") {
                 let from = RepoName::parse(from)?;
-                if metadata
-                    .mount_blob(repo, &from, &digest, self.now_ms())
-                    .await?
+                // Mounting needs pull on the source; without it, a plain upload (202) that does
+                // not reveal whether the blob exists there.
+                let may_pull = claims
+                    .is_none_or(|c| c.actions_on("repository", from.as_str()).contains(&"pull"));
+                if may_pull
+                    && metadata
+                        .mount_blob(repo, &from, &digest, self.now_ms())
+                        .await?
                 {
                     return Ok(Self::blob_created(repo, &digest));
                 }
@@ -187,6 +194,7 @@ impl Registry {
             seq: 0,
             started_at_ms: self.now_ms(),
             ended: false,
+            subject: claims.map(|c| c.sub.clone()),
         };
         session::save(
             self.ports.kv.as_ref(),
@@ -257,8 +265,9 @@ impl Registry {
         &self,
         repo: &RepoName,
         reference: &str,
+        subject: Option<&str>,
     ) -> Result<UploadSession, RegistryError> {
-        match self.load_any_session(repo, reference).await? {
+        match self.load_any_session(repo, reference, subject).await? {
             Loaded::Current(session) => Ok(session),
             Loaded::Behind(previous) => Err(RegistryError::UploadRangeInvalid {
                 offset: previous.offset,
@@ -267,13 +276,21 @@ impl Registry {
         }
     }
 
+    /// An upload bound to a principal answers only to them: anyone else gets
+    /// `BLOB_UPLOAD_UNKNOWN`, as if it did not exist.
     async fn load_any_session(
         &self,
         repo: &RepoName,
         reference: &str,
+        subject: Option<&str>,
     ) -> Result<Loaded, RegistryError> {
         let reference = SessionRef::parse(reference)?;
-        session::load(self.ports.kv.as_ref(), repo, &reference).await
+        let loaded = session::load(self.ports.kv.as_ref(), repo, &reference).await?;
+        let (Loaded::Current(session) | Loaded::Behind(session)) = &loaded;
+        if self.auth.is_some() && session.subject.as_deref() != subject {
+            return Err(RegistryError::BlobUploadUnknown);
+        }
+        Ok(loaded)
     }
 
     /// Checks an optional `Content-Range` against the session; returns the byte count it declares.
@@ -309,8 +326,9 @@ impl Registry {
         repo: &RepoName,
         reference: &str,
         request: Request<Body>,
+        subject: Option<&str>,
     ) -> Result<Response<Body>, RegistryError> {
-        let mut session = self.load_session(repo, reference).await?;
+        let mut session = self.load_session(repo, reference, subject).await?;
         let expected = Self::check_chunk_range(&session, &request)?;
         let hasher = Hasher::restore(&session.hash_state)
             .map_err(|e| RegistryError::Internal(e.to_string()))?;
@@ -343,8 +361,9 @@ impl Registry {
         reference: &str,
         query: &Query,
         request: Request<Body>,
+        subject: Option<&str>,
     ) -> Result<Response<Body>, RegistryError> {
-        let session = self.load_session(repo, reference).await?;
+        let session = self.load_session(repo, reference, subject).await?;
         let digest: Digest = query
             .get("digest")
             .ok_or_else(|| {
@@ -450,10 +469,11 @@ impl Registry {
         &self,
         repo: &RepoName,
         reference: &str,
+        subject: Option<&str>,
     ) -> Result<Response<Body>, RegistryError> {
         // Status reports what this location of the store can see, even if it is behind.
         let (Loaded::Current(session) | Loaded::Behind(session)) =
-            self.load_any_session(repo, reference).await?;
+            self.load_any_session(repo, reference, subject).await?;
         Ok(self.session_response(StatusCode::NO_CONTENT, &session))
     }
 
@@ -462,8 +482,9 @@ impl Registry {
         &self,
         repo: &RepoName,
         reference: &str,
+        subject: Option<&str>,
     ) -> Result<Response<Body>, RegistryError> {
-        let session = self.load_session(repo, reference).await?;
+        let session = self.load_session(repo, reference, subject).await?;
         self.discard(&session.store_handle).await;
         session::end(
             self.ports.kv.as_ref(),

@@ -1,0 +1,482 @@
+//! The auth endpoints and the access check every registry route goes through.
+//!
+//! - `GET /token` (Docker's token flow, Basic credentials or anonymous) and `POST /token` (the
+//!   OAuth2 form: `grant_type=password` or `refresh_token`), answering PASETO v4.public tokens.
+//! - [`Registry::authorize`]: the one place a route's required action is checked against the
+//!   request's bearer token; a missing or insufficient token gets a 401 challenge naming the scope.
+//! - `/api/`: a small JSON API for signed-in users (their access tokens, repository visibility).
+
+use base64::Engine;
+use http::{header, HeaderMap, Method, Request, Response, StatusCode};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{header_text, json_response, Query, Registry, Route};
+use crate::auth::store;
+use crate::auth::token::{self, format_time};
+use crate::auth::{Access, Action, AuthSettings, Claims, Principal, Scope, ScopePattern};
+use crate::body::Body;
+use crate::error::RegistryError;
+use crate::names::RepoName;
+
+/// Largest `Authorization` header looked at; anything longer is refused unread.
+const MAX_AUTHORIZATION_LEN: usize = 8 * 1024;
+/// Refresh tokens live this long (each use re-checks the access token they stand for).
+const REFRESH_TTL_MS: u64 = 30 * 24 * 3600 * 1000;
+
+/// The access a route needs: on which repository, which actions.
+fn needed(route: &Route<'_>, method: &Method, query: &Query) -> Vec<(String, Action)> {
+    let on = |name: &str, action| vec![(name.to_owned(), action)];
+    match route {
+        Route::Tags { name } | Route::Referrers { name, .. } => on(name, Action::Pull),
+        Route::Manifest { name, .. } | Route::Blob { name, .. } => match *method {
+            Method::PUT => on(name, Action::Push),
+            Method::DELETE => on(name, Action::Delete),
+            _ => on(name, Action::Pull),
+        },
+        Route::UploadStart { name } => {
+            // Pull on `from` is checked by the mount itself (without it: a plain upload).
+            let _ = query;
+            on(name, Action::Push)
+        }
+        Route::Upload { name, .. } => on(name, Action::Push),
+        Route::Base | Route::Catalog | Route::Token | Route::Api { .. } => Vec::new(),
+    }
+}
+
+fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, RegistryError> {
+    let Some(value) = header_text(headers, &header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let Some(encoded) = value.strip_prefix("Basic ") else {
+        return Ok(None);
+    };
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(|| RegistryError::Unauthorized {
+            challenge: "Basic realm=\"openregistry\"".into(),
+            reason: "malformed Basic credentials".into(),
+        })?;
+    Ok(decoded
+        .split_once(':')
+        .map(|(u, p)| (u.to_owned(), p.to_owned())))
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    header_text(headers, &header::AUTHORIZATION)?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+}
+
+impl Registry {
+    fn realm(&self, auth: &AuthSettings, headers: &HeaderMap) -> String {
+        let base = match &auth.public_url {
+            Some(url) => url.trim_end_matches('/').to_owned(),
+            None => {
+                let host = header_text(headers, &header::HOST).unwrap_or("localhost");
+                let scheme =
+                    header_text(headers, &http::HeaderName::from_static("x-forwarded-proto"))
+                        .unwrap_or("http");
+                format!("{scheme}://{host}")
+            }
+        };
+        format!("{base}/token")
+    }
+
+    fn challenge(
+        &self,
+        auth: &AuthSettings,
+        headers: &HeaderMap,
+        scope: Option<String>,
+        error: Option<&str>,
+    ) -> String {
+        let mut challenge = format!(
+            "Bearer realm=\"{}\",service=\"{}\"",
+            self.realm(auth, headers),
+            auth.service
+        );
+        if let Some(scope) = scope {
+            challenge.push_str(&format!(",scope=\"{scope}\""));
+        }
+        if let Some(error) = error {
+            challenge.push_str(&format!(",error=\"{error}\""));
+        }
+        challenge
+    }
+
+    /// Checks the request's token against what the route needs. Returns the token's claims
+    /// (`None` when auth is off). Uploads may continue with a token that expired less than the
+    /// grace period ago; the upload handlers then check it belongs to the session's principal.
+    pub(super) fn authorize(
+        &self,
+        route: &Route<'_>,
+        method: &Method,
+        query: &Query,
+        headers: &HeaderMap,
+    ) -> Result<Option<Claims>, RegistryError> {
+        let Some(auth) = &self.auth else {
+            return Ok(None);
+        };
+        let needs = needed(route, method, query);
+        if matches!(route, Route::Token | Route::Api { .. }) {
+            return Ok(None);
+        }
+        let scope = (!needs.is_empty()).then(|| {
+            let actions: Vec<&str> = needs.iter().map(|(_, a)| a.name()).collect();
+            format!("repository:{}:{}", needs[0].0, actions.join(","))
+        });
+        if header_text(headers, &header::AUTHORIZATION)
+            .is_some_and(|h| h.len() > MAX_AUTHORIZATION_LEN)
+        {
+            return Err(RegistryError::Unauthorized {
+                challenge: self.challenge(auth, headers, scope, Some("invalid_token")),
+                reason: "the Authorization header is too large".into(),
+            });
+        }
+        let Some(token) = bearer(headers) else {
+            if matches!(route, Route::Catalog) {
+                return Ok(None); // anonymous catalog: public repositories only
+            }
+            return Err(RegistryError::Unauthorized {
+                challenge: self.challenge(auth, headers, scope, None),
+                reason: "a bearer token is required".into(),
+            });
+        };
+        let now = self.now_ms();
+        let grace = u64::try_from(auth.upload_grace.as_millis()).unwrap_or(u64::MAX);
+        let claims = match token::verify(token, &auth.keys, &auth.service, now) {
+            Ok(claims) => claims,
+            Err(token::TokenError::Expired) if matches!(route, Route::Upload { .. }) => {
+                token::verify(token, &auth.keys, &auth.service, now.saturating_sub(grace)).map_err(
+                    |e| RegistryError::Unauthorized {
+                        challenge: self.challenge(
+                            auth,
+                            headers,
+                            scope.clone(),
+                            Some("invalid_token"),
+                        ),
+                        reason: e.to_string(),
+                    },
+                )?
+            }
+            Err(e) => {
+                return Err(RegistryError::Unauthorized {
+                    challenge: self.challenge(auth, headers, scope, Some("invalid_token")),
+                    reason: e.to_string(),
+                })
+            }
+        };
+        if claims.purpose.is_some() {
+            return Err(RegistryError::Unauthorized {
+                challenge: self.challenge(auth, headers, scope, Some("invalid_token")),
+                reason: "a refresh token is not an access token".into(),
+            });
+        }
+        for (name, action) in &needs {
+            if !claims
+                .actions_on("repository", name)
+                .contains(&action.name())
+            {
+                return Err(RegistryError::Unauthorized {
+                    challenge: self.challenge(auth, headers, scope, Some("insufficient_scope")),
+                    reason: format!("the token does not grant {} on {name}", action.name()),
+                });
+            }
+        }
+        Ok(Some(claims))
+    }
+
+    /// `GET /token` and `POST /token`.
+    pub(super) async fn token(
+        &self,
+        request: Request<Body>,
+        query: &Query,
+    ) -> Result<Response<Body>, RegistryError> {
+        let auth = self.auth.as_ref().ok_or(RegistryError::NotFound)?;
+        let signer = auth.signer.clone().ok_or(RegistryError::NotFound)?;
+        let basic_challenge = format!("Basic realm=\"{}\"", self.realm(auth, request.headers()));
+        let refused = |reason: &str| RegistryError::Unauthorized {
+            challenge: basic_challenge.clone(),
+            reason: reason.to_owned(),
+        };
+        let now = self.now_ms();
+        let sql = self.ports.sql.as_ref();
+        let mut wants_catalog = query
+            .all("scope")
+            .any(|s| s.split(' ').any(|s| s == "registry:catalog:*"));
+        let (principal, scopes, offline, via_token) = match *request.method() {
+            Method::GET => {
+                let principal = match basic_credentials(request.headers())? {
+                    Some((user, password)) => store::authenticate(sql, &user, &password, now)
+                        .await?
+                        .ok_or_else(|| refused("invalid username or access token"))?,
+                    None => Principal::anonymous(),
+                };
+                let via = basic_credentials(request.headers())?
+                    .and_then(|(_, p)| store::token_id(&p).map(str::to_owned));
+                (
+                    principal,
+                    Scope::parse_all(query.all("scope")),
+                    query.get("offline_token") == Some("true"),
+                    via,
+                )
+            }
+            Method::POST => {
+                let form = request.into_body().collect(64 * 1024).await?;
+                let form = Query::parse(std::str::from_utf8(&form).ok());
+                let scopes = Scope::parse_all(form.all("scope"));
+                wants_catalog |= form
+                    .all("scope")
+                    .any(|s| s.split(' ').any(|s| s == "registry:catalog:*"));
+                match form.get("grant_type") {
+                    Some("password") => {
+                        let user = form.get("username").unwrap_or_default();
+                        let password = form.get("password").unwrap_or_default();
+                        let principal = store::authenticate(sql, user, password, now)
+                            .await?
+                            .ok_or_else(|| refused("invalid username or access token"))?;
+                        (
+                            principal,
+                            scopes,
+                            true,
+                            store::token_id(password).map(str::to_owned),
+                        )
+                    }
+                    Some("refresh_token") => {
+                        let refresh = form.get("refresh_token").unwrap_or_default();
+                        let claims = token::verify(refresh, &auth.keys, &auth.service, now)
+                            .map_err(|e| refused(&e.to_string()))?;
+                        let tid = claims
+                            .tid
+                            .filter(|_| claims.purpose.as_deref() == Some("refresh"))
+                            .ok_or_else(|| refused("not a refresh token"))?;
+                        let principal = store::principal_for_token(sql, &tid, now)
+                            .await?
+                            .ok_or_else(|| {
+                                refused(
+                                    "the access token behind this refresh token is no longer valid",
+                                )
+                            })?;
+                        (principal, scopes, true, Some(tid))
+                    }
+                    _ => {
+                        return Err(RegistryError::Unsupported(
+                            "grant_type must be password or refresh_token".into(),
+                        ))
+                    }
+                }
+            }
+            _ => return Err(RegistryError::MethodNotAllowed { allow: "GET, POST" }),
+        };
+
+        // Grant the intersection of what was asked for and what the principal may do.
+        let names: Vec<&str> = scopes.iter().map(|s| s.name.as_str()).collect();
+        let public = store::public_repositories(sql, &names).await?;
+        let mut access: Vec<Access> = Vec::new();
+        for scope in &scopes {
+            let is_public = public.iter().any(|p| p == &scope.name);
+            let wanted: Vec<Action> = if scope.wildcard {
+                Action::ALL.to_vec()
+            } else {
+                scope.actions.clone()
+            };
+            let granted: Vec<String> = wanted
+                .into_iter()
+                .filter(|a| principal.may(&scope.name, is_public, *a))
+                .map(|a| a.name().to_owned())
+                .collect();
+            if !granted.is_empty() {
+                access.push(Access {
+                    kind: "repository".into(),
+                    name: scope.name.clone(),
+                    actions: granted,
+                });
+            }
+        }
+        if wants_catalog && principal.admin {
+            access.push(Access {
+                kind: "registry".into(),
+                name: "catalog".into(),
+                actions: vec!["*".into()],
+            });
+        }
+        let mut jti = [0u8; 16];
+        self.ports.random.fill(&mut jti);
+        let ttl = u64::try_from(auth.token_ttl.as_millis()).unwrap_or(300_000);
+        let claims = Claims {
+            iss: auth.service.clone(),
+            sub: principal.name.clone(),
+            aud: auth.service.clone(),
+            exp: format_time(now + ttl),
+            nbf: format_time(now),
+            iat: format_time(now),
+            jti: hex::encode(jti),
+            access,
+            purpose: None,
+            tid: None,
+        };
+        let token = signer
+            .sign(&claims)
+            .map_err(|e| RegistryError::Internal(e.to_string()))?;
+        let mut body = json!({
+            "token": token,
+            "access_token": token,
+            "expires_in": ttl / 1000,
+            "issued_at": claims.iat,
+        });
+        if offline {
+            if let Some(tid) = via_token {
+                let refresh = Claims {
+                    exp: format_time(now + REFRESH_TTL_MS),
+                    access: Vec::new(),
+                    purpose: Some("refresh".into()),
+                    tid: Some(tid),
+                    ..claims
+                };
+                let refresh = signer
+                    .sign(&refresh)
+                    .map_err(|e| RegistryError::Internal(e.to_string()))?;
+                body["refresh_token"] = json!(refresh);
+            }
+        }
+        let mut response = json_response(StatusCode::OK, body.to_string());
+        response.headers_mut().insert(
+            header::CACHE_CONTROL,
+            http::HeaderValue::from_static("no-store"),
+        );
+        Ok(response)
+    }
+
+    /// The signed-in user of an `/api/` call: Basic access-token credentials or a bearer token.
+    async fn api_principal(
+        &self,
+        auth: &AuthSettings,
+        headers: &HeaderMap,
+    ) -> Result<Principal, RegistryError> {
+        let now = self.now_ms();
+        let unauthorized = |reason: &str| RegistryError::Unauthorized {
+            challenge: format!("Basic realm=\"{}\"", self.realm(auth, headers)),
+            reason: reason.to_owned(),
+        };
+        if let Some((user, password)) = basic_credentials(headers)? {
+            return store::authenticate(self.ports.sql.as_ref(), &user, &password, now)
+                .await?
+                .ok_or_else(|| unauthorized("invalid username or access token"));
+        }
+        Err(unauthorized(
+            "sign in with your user name and an access token",
+        ))
+    }
+
+    /// `/api/tokens`, `/api/tokens/<id>`, `/api/repositories/<name>/visibility`.
+    pub(super) async fn api(
+        &self,
+        path: &str,
+        request: Request<Body>,
+    ) -> Result<Response<Body>, RegistryError> {
+        let auth = self.auth.as_ref().ok_or(RegistryError::NotFound)?;
+        let principal = self.api_principal(auth, request.headers()).await?;
+        let sql = self.ports.sql.as_ref();
+        let now = self.now_ms();
+        let store_error = |e: store::StoreError| match e {
+            store::StoreError::Registry(r) => r,
+            other => RegistryError::Unsupported(other.to_string()),
+        };
+        match (request.method().clone(), path) {
+            (Method::GET, "tokens") => {
+                let tokens = store::list_tokens(sql, &principal.name)
+                    .await
+                    .map_err(store_error)?;
+                Ok(json_response(
+                    StatusCode::OK,
+                    json!({ "tokens": tokens }).to_string(),
+                ))
+            }
+            (Method::POST, "tokens") => {
+                #[derive(Deserialize)]
+                struct NewToken {
+                    name: String,
+                    #[serde(default)]
+                    scopes: Vec<String>,
+                    expires_in_days: Option<u64>,
+                }
+                let body = request.into_body().collect(64 * 1024).await?;
+                let new: NewToken = serde_json::from_slice(&body)
+                    .map_err(|e| RegistryError::Unsupported(format!("bad JSON: {e}")))?;
+                let scopes: Option<Vec<ScopePattern>> =
+                    new.scopes.iter().map(|s| ScopePattern::parse(s)).collect();
+                let scopes = scopes.ok_or_else(|| {
+                    RegistryError::Unsupported(
+                        "a scope is not repository:<pattern>:<actions>".into(),
+                    )
+                })?;
+                // A token can only be narrower than the token that created it.
+                if principal.limits.is_some() {
+                    return Err(RegistryError::Denied);
+                }
+                let expires = new.expires_in_days.map(|d| now + d * 24 * 3600 * 1000);
+                let (id, token) = store::create_token(
+                    sql,
+                    self.ports.random.as_ref(),
+                    &principal.name,
+                    &new.name,
+                    &scopes,
+                    expires,
+                    now,
+                )
+                .await
+                .map_err(store_error)?;
+                Ok(json_response(
+                    StatusCode::CREATED,
+                    json!({ "id": id, "token": token }).to_string(),
+                ))
+            }
+            (Method::DELETE, path) if path.starts_with("tokens/") => {
+                let id = &path["tokens/".len()..];
+                if store::revoke_token(sql, Some(&principal.name), id, now)
+                    .await
+                    .map_err(store_error)?
+                {
+                    Ok(json_response(StatusCode::OK, "{}".into()))
+                } else {
+                    Err(RegistryError::NotFound)
+                }
+            }
+            (Method::PUT, path)
+                if path.starts_with("repositories/") && path.ends_with("/visibility") =>
+            {
+                let name = &path["repositories/".len()..path.len() - "/visibility".len()];
+                let repo = RepoName::parse(name)?;
+                if !(principal.admin || principal.owns(repo.as_str())) {
+                    return Err(RegistryError::Denied);
+                }
+                #[derive(Deserialize)]
+                struct Visibility {
+                    visibility: String,
+                }
+                let body = request.into_body().collect(4096).await?;
+                let wanted: Visibility = serde_json::from_slice(&body)
+                    .map_err(|e| RegistryError::Unsupported(format!("bad JSON: {e}")))?;
+                let public = match wanted.visibility.as_str() {
+                    "public" => true,
+                    "private" => false,
+                    _ => {
+                        return Err(RegistryError::Unsupported(
+                            "visibility is public or private".into(),
+                        ))
+                    }
+                };
+                if !store::set_visibility(sql, repo.as_str(), public).await? {
+                    return Err(RegistryError::NameUnknown);
+                }
+                Ok(json_response(
+                    StatusCode::OK,
+                    json!({ "name": repo.as_str(), "visibility": wanted.visibility }).to_string(),
+                ))
+            }
+            _ => Err(RegistryError::NotFound),
+        }
+    }
+}

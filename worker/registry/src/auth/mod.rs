@@ -1,0 +1,287 @@
+//! Authentication and authorization: Docker's token flow with PASETO v4.public tokens, users
+//! with personal access tokens, repository visibility, and the one place every route's access is
+//! checked.
+//!
+//! - [`token`]: signing and verifying tokens (public keys only at the edge).
+//! - [`store`]: users, access tokens and visibility in SQL.
+//! - this module: scopes, the policy (who may do what), and settings.
+//!
+//! Policy: an admin may do anything; a user may pull, push and delete in their namespace
+//! (`<user>` and `<user>/…`); anyone, signed in or not, may pull a public repository. A personal
+//! access token can only narrow that, through its scope patterns.
+
+pub mod store;
+pub mod token;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use token::{Access, Claims, Signer, TokenError, VerifyingKey};
+
+/// An action on a repository.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Pull,
+    Push,
+    Delete,
+}
+
+impl Action {
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::Pull => "pull",
+            Action::Push => "push",
+            Action::Delete => "delete",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "pull" => Some(Action::Pull),
+            "push" => Some(Action::Push),
+            "delete" => Some(Action::Delete),
+            _ => None,
+        }
+    }
+
+    pub const ALL: [Action; 3] = [Action::Pull, Action::Push, Action::Delete];
+}
+
+/// A requested scope: `repository:<name>:<action>[,<action>…]`. The name may contain `:` (a
+/// registry host with a port), so the type is split off the left and the actions off the right.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scope {
+    pub name: String,
+    pub actions: Vec<Action>,
+    /// `*` in the actions (Docker's "all"): every action.
+    pub wildcard: bool,
+}
+
+impl Scope {
+    /// Parses one scope; anything that is not a well-formed repository scope is `None` and is
+    /// simply not granted, as the token spec says.
+    pub fn parse(text: &str) -> Option<Self> {
+        let rest = text.strip_prefix("repository:")?;
+        let (name, actions) = rest.rsplit_once(':')?;
+        crate::names::RepoName::parse(name).ok()?;
+        let mut parsed = Vec::new();
+        let mut wildcard = false;
+        for action in actions.split(',') {
+            match action {
+                "*" => wildcard = true,
+                other => parsed.push(Action::parse(other)?),
+            }
+        }
+        Some(Scope {
+            name: name.to_owned(),
+            actions: parsed,
+            wildcard,
+        })
+    }
+
+    /// Every scope in a space-separated list (Docker sends several `scope` parameters or one
+    /// parameter with spaces).
+    pub fn parse_all<'a>(texts: impl Iterator<Item = &'a str>) -> Vec<Scope> {
+        texts
+            .flat_map(|t| t.split(' '))
+            .filter_map(Scope::parse)
+            .collect()
+    }
+}
+
+/// A pattern in an access token's scopes: a repository (`alice/app`), a namespace (`alice/*`),
+/// or everything (`*`), with the actions allowed there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScopePattern {
+    pub repository: String,
+    pub actions: Vec<Action>,
+}
+
+impl ScopePattern {
+    /// `repository:<pattern>:<actions>` as given on the command line.
+    pub fn parse(text: &str) -> Option<Self> {
+        let rest = text.strip_prefix("repository:")?;
+        let (pattern, actions) = rest.rsplit_once(':')?;
+        let actions: Option<Vec<Action>> = actions.split(',').map(Action::parse).collect();
+        let pattern_ok = pattern == "*"
+            || crate::names::RepoName::parse(pattern.strip_suffix("/*").unwrap_or(pattern)).is_ok();
+        pattern_ok.then_some(ScopePattern {
+            repository: pattern.to_owned(),
+            actions: actions?,
+        })
+    }
+
+    pub fn matches(&self, name: &str) -> bool {
+        if self.repository == "*" {
+            return true;
+        }
+        match self.repository.strip_suffix("/*") {
+            Some(prefix) => {
+                name.len() > prefix.len() + 1
+                    && name.starts_with(prefix)
+                    && name.as_bytes()[prefix.len()] == b'/'
+            }
+            None => self.repository == name,
+        }
+    }
+}
+
+/// Who is asking.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// Empty for anonymous.
+    pub name: String,
+    pub admin: bool,
+    /// The access token's limits; `None` means the user's full rights.
+    pub limits: Option<Vec<ScopePattern>>,
+}
+
+impl Principal {
+    pub fn anonymous() -> Self {
+        Self {
+            name: String::new(),
+            admin: false,
+            limits: None,
+        }
+    }
+
+    pub fn is_anonymous(&self) -> bool {
+        self.name.is_empty()
+    }
+
+    pub fn owns(&self, repository: &str) -> bool {
+        !self.is_anonymous()
+            && (repository == self.name
+                || (repository.len() > self.name.len()
+                    && repository.starts_with(&self.name)
+                    && repository.as_bytes()[self.name.len()] == b'/'))
+    }
+
+    /// Whether the policy lets this principal do `action` on a repository of `visibility`.
+    pub fn may(&self, repository: &str, public: bool, action: Action) -> bool {
+        let by_role = self.admin || self.owns(repository) || (action == Action::Pull && public);
+        let by_token = match &self.limits {
+            None => true,
+            // A public pull never needs the token's permission: anyone may do it.
+            Some(_) if action == Action::Pull && public => true,
+            Some(patterns) => patterns
+                .iter()
+                .any(|p| p.matches(repository) && p.actions.contains(&action)),
+        };
+        by_role && by_token
+    }
+}
+
+/// Token and auth settings of a registry.
+#[derive(Clone)]
+pub struct AuthSettings {
+    /// The `service` (token audience).
+    pub service: String,
+    /// The public base URL (`https://registry.example`); `None`: derived from the request's Host.
+    pub public_url: Option<String>,
+    /// Issues tokens; hosts that only verify may leave it out (then `/token` is 404).
+    pub signer: Option<Arc<Signer>>,
+    /// Keys tokens are accepted from (the signer's, plus older ones during a rotation).
+    pub keys: Vec<VerifyingKey>,
+    pub token_ttl: Duration,
+    /// How long after its token expired an upload opened with it may still be finished.
+    pub upload_grace: Duration,
+}
+
+impl AuthSettings {
+    /// Settings that sign with `signer` and accept its key.
+    pub fn new(service: &str, signer: Signer) -> Result<Self, TokenError> {
+        let key = signer.verifier_key()?;
+        Ok(Self {
+            service: service.to_owned(),
+            public_url: None,
+            signer: Some(Arc::new(signer)),
+            keys: vec![key],
+            token_ttl: Duration::from_secs(300),
+            upload_grace: Duration::from_secs(3600),
+        })
+    }
+}
+
+/// Constant-time equality of two byte strings (token hashes): no early exit on a mismatch.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(name: &str) -> Principal {
+        Principal {
+            name: name.into(),
+            admin: false,
+            limits: None,
+        }
+    }
+
+    #[test]
+    fn scopes_parse_from_both_ends() {
+        let scope = Scope::parse("repository:alice/app:pull,push").expect("valid");
+        assert_eq!(scope.name, "alice/app");
+        assert_eq!(scope.actions, vec![Action::Pull, Action::Push]);
+        assert!(
+            Scope::parse("repository:alice/app:*")
+                .expect("valid")
+                .wildcard
+        );
+        for bad in [
+            "repository:../etc:pull",
+            "registry:catalog:*",
+            "repository:alice/app:pull,fly",
+            "repository:alice/app",
+            "repository:Alice:pull",
+            "repository:a b:pull",
+        ] {
+            assert_eq!(Scope::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn users_own_their_namespace_only() {
+        let alice = user("alice");
+        assert!(alice.may("alice", false, Action::Push));
+        assert!(alice.may("alice/app", false, Action::Delete));
+        assert!(!alice.may("alicebob/app", false, Action::Pull));
+        assert!(!alice.may("bob/app", false, Action::Pull));
+        assert!(alice.may("bob/app", true, Action::Pull));
+        assert!(!alice.may("bob/app", true, Action::Push));
+        let anonymous = Principal::anonymous();
+        assert!(anonymous.may("bob/app", true, Action::Pull));
+        assert!(!anonymous.may("bob/app", false, Action::Pull));
+        assert!(!anonymous.may("bob/app", true, Action::Push));
+    }
+
+    #[test]
+    fn access_token_scopes_narrow_but_never_widen() {
+        let mut alice = user("alice");
+        alice.limits = Some(vec![
+            ScopePattern::parse("repository:alice/ci/*:pull,push").expect("valid")
+        ]);
+        assert!(alice.may("alice/ci/app", false, Action::Push));
+        assert!(!alice.may("alice/other", false, Action::Pull));
+        assert!(!alice.may("alice/ci/app", false, Action::Delete));
+        alice.limits = Some(vec![
+            ScopePattern::parse("repository:*:pull,push,delete").expect("valid")
+        ]);
+        assert!(!alice.may("bob/app", false, Action::Push));
+    }
+
+    #[test]
+    fn hash_comparison_is_length_and_content_exact() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+    }
+}
