@@ -334,3 +334,45 @@ def pytest_runtest_makereport(item, call):
         report.sections.append(
             (f"{kind} log ({server.name}, {server.log_path}) during {report.when}", text)
         )
+
+
+# ---------------------------------------------------------------------------
+# registries that live for a whole test module
+# ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def module_registry_factory(tmp_root, neon_backend, skynet_backend, request):
+    """Like `registry_factory`, but each registry lives until the module's last test is done (for
+    modules that set up users, tokens and repositories once and check many things against them).
+    `make(name, env=None, server_class=RegistryServer)`; `server_class` may be a subclass that
+    starts differently (an auth-enabled registry answers GET /v2/ with 401, not 200).
+    `make.started` lists the registries (their `log_path`s stay readable after the module)."""
+    root = Path(tempfile.mkdtemp(prefix=_slug(request.module.__name__, 30) + "-", dir=tmp_root))
+    started: list[RegistryServer] = []
+
+    def make(name: str = "dedicated", env: "dict[str, str] | None" = None,
+             server_class: type = RegistryServer) -> RegistryServer:
+        try:
+            if neon_backend is not None and not neon_backend.gateway.running():
+                neon_backend.gateway.start()
+            if skynet_backend is not None and not skynet_backend.running():
+                skynet_backend.start()
+            full_env = neon_backend.registry_env(name) if neon_backend is not None else {}
+            full_env.update(skynet_backend.registry_env() if skynet_backend is not None else {})
+            full_env.update(env or {})
+            if cloudflare_host.CLOUDFLARE:
+                _prepare_worker()
+                cloudflare_host.migrate(full_env)
+            server = server_class(root / f"{name}-{len(started)}", name=name, env=full_env)
+            started.append(server)
+            server.start()
+        except (registry_server.RegistryStartError, GatewayStartError, postgres_server.PostgresError,
+                PortalStartError, cloudflare_host.CloudflareError) as exc:
+            pytest.fail(str(exc), pytrace=False)
+        return server
+
+    make.started = started
+    make.root = root
+    yield make
+    for server in started:
+        server.stop()

@@ -48,7 +48,7 @@ fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, Re
     let Some(value) = header_text(headers, &header::AUTHORIZATION) else {
         return Ok(None);
     };
-    let Some(encoded) = value.strip_prefix("Basic ") else {
+    let Some(encoded) = strip_scheme(value, "basic") else {
         return Ok(None);
     };
     let decoded = base64::engine::general_purpose::STANDARD
@@ -59,15 +59,23 @@ fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, Re
             challenge: "Basic realm=\"openregistry\"".into(),
             reason: "malformed Basic credentials".into(),
         })?;
-    Ok(decoded
+    decoded
         .split_once(':')
-        .map(|(u, p)| (u.to_owned(), p.to_owned())))
+        .map(|(u, p)| Some((u.to_owned(), p.to_owned())))
+        .ok_or_else(|| RegistryError::Unauthorized {
+            challenge: "Basic realm=\"openregistry\"".into(),
+            reason: "Basic credentials are user:password".into(),
+        })
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
-    header_text(headers, &header::AUTHORIZATION)?
-        .strip_prefix("Bearer ")
-        .map(str::trim)
+    strip_scheme(header_text(headers, &header::AUTHORIZATION)?, "bearer").map(str::trim)
+}
+
+/// The credentials after an authentication scheme, which is case-insensitive (RFC 9110).
+fn strip_scheme<'h>(value: &'h str, scheme: &str) -> Option<&'h str> {
+    let (given, rest) = value.split_once(' ')?;
+    given.eq_ignore_ascii_case(scheme).then_some(rest)
 }
 
 impl Registry {
@@ -123,6 +131,10 @@ impl Registry {
         if matches!(route, Route::Token | Route::Api { .. }) {
             return Ok(None);
         }
+        // Names go into the challenge: only valid ones (a quote could inject parameters).
+        for (name, _) in &needs {
+            RepoName::parse(name)?;
+        }
         let scope = (!needs.is_empty()).then(|| {
             let actions: Vec<&str> = needs.iter().map(|(_, a)| a.name()).collect();
             format!("repository:{}:{}", needs[0].0, actions.join(","))
@@ -149,7 +161,7 @@ impl Registry {
         let claims = match token::verify(token, &auth.keys, &auth.service, now) {
             Ok(claims) => claims,
             Err(token::TokenError::Expired) if matches!(route, Route::Upload { .. }) => {
-                token::verify(token, &auth.keys, &auth.service, now.saturating_sub(grace)).map_err(
+                token::verify_with_grace(token, &auth.keys, &auth.service, now, grace).map_err(
                     |e| RegistryError::Unauthorized {
                         challenge: self.challenge(
                             auth,
@@ -349,7 +361,7 @@ impl Registry {
         Ok(response)
     }
 
-    /// The signed-in user of an `/api/` call: Basic access-token credentials or a bearer token.
+    /// The signed-in user of an `/api/` call: Basic credentials with an access token.
     async fn api_principal(
         &self,
         auth: &AuthSettings,
@@ -449,7 +461,8 @@ impl Registry {
             {
                 let name = &path["repositories/".len()..path.len() - "/visibility".len()];
                 let repo = RepoName::parse(name)?;
-                if !(principal.admin || principal.owns(repo.as_str())) {
+                // Changing visibility is a push-level act, within the token's own limits.
+                if !principal.may(repo.as_str(), false, Action::Push) {
                     return Err(RegistryError::Denied);
                 }
                 #[derive(Deserialize)]

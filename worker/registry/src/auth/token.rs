@@ -176,6 +176,18 @@ pub fn verify(
     service: &str,
     now_ms: u64,
 ) -> Result<Claims, TokenError> {
+    verify_with_grace(token, keys, service, now_ms, 0)
+}
+
+/// Like [`verify`], but a token that expired less than `grace_ms` ago still passes (everything
+/// else, `nbf` included, is checked at `now_ms`).
+pub fn verify_with_grace(
+    token: &str,
+    keys: &[VerifyingKey],
+    service: &str,
+    now_ms: u64,
+    grace_ms: u64,
+) -> Result<Claims, TokenError> {
     let untrusted =
         UntrustedToken::<Public, V4>::try_from(token).map_err(|_| TokenError::Malformed)?;
     let footer: Footer =
@@ -194,7 +206,7 @@ pub fn verify(
     if parse_time(&claims.nbf)? > now_ms + 1000 {
         return Err(TokenError::NotYetValid);
     }
-    if parse_time(&claims.exp)? <= now_ms {
+    if parse_time(&claims.exp)?.saturating_add(grace_ms) <= now_ms {
         return Err(TokenError::Expired);
     }
     Ok(claims)
