@@ -710,8 +710,12 @@ def machine(workdir: Path, tools: dict[str, str], or_bin: Path, dist_bin: Path) 
                 osname = line.split("=", 1)[1].strip('"')
     except OSError:
         pass
-    fs = sh(["stat", "-f", "-c", "%T", str(workdir)])
-    dev = sh(["df", "--output=source", str(workdir)]).splitlines()[-1:] or [""]
+    fs, dev, best = "?", "?", ""
+    with open("/proc/mounts") as f:  # the mount holding the scratch directory: longest prefix
+        for line in f:
+            parts = line.split()
+            if len(parts) >= 3 and str(workdir.resolve()).startswith(parts[1]) and len(parts[1]) > len(best):
+                best, dev, fs = parts[1], parts[0], parts[2]
     commit = sh(["git", "-C", str(REPO), "rev-parse", "--short=12", "HEAD"])
     dirty = sh(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"])
     return {
@@ -721,12 +725,12 @@ def machine(workdir: Path, tools: dict[str, str], or_bin: Path, dist_bin: Path) 
         "memory": mem,
         "os": osname,
         "kernel": platform.release(),
-        "filesystem": f"{fs} on {dev[0]}",
+        "filesystem": f"{fs} on {dev}",
         "load_average_at_start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
         "openregistry": f"{sh([str(or_bin), '--version'])} (commit {commit}{', with local changes' if dirty else ''})",
-        "distribution": sh([str(dist_bin), "--version"]),
+        "distribution": sh([str(dist_bin), "--version"]).replace(str(dist_bin), "").strip(),
         "nginx": sh([tools["nginx"], "-v"]).replace("nginx version: ", ""),
-        "wrk": sh([tools["wrk"], "-v"]).splitlines()[0] if sh([tools["wrk"], "-v"]) else "",
+        "wrk": sh([tools["wrk"], "-v"]).split(" Copyright")[0],
         "openssl": sh([tools["openssl"], "version"]),
         "skopeo": sh([tools["skopeo"], "--version"]),
         "python": platform.python_version(),
@@ -755,7 +759,15 @@ def main() -> int:
     ap.add_argument("--with-worker", action="store_true",
                     help="also the Cloudflare Worker in workerd (hook; needs tests/cloudflare/mf-serve.mjs and a built worker)")
     ap.add_argument("--deadline-minutes", type=float, default=30.0, help="abort the whole run after this long")
+    ap.add_argument("--render", type=Path, metavar="JSON",
+                    help="measure nothing: redraw the table, markdown and chart from a run's JSON "
+                         "(into its directory, or --out)")
     args = ap.parse_args()
+
+    if args.render:
+        saved = json.loads(args.render.read_text())
+        report.write_all(Results.from_json(saved), saved["meta"], args.out or args.render.parent)
+        return 0
 
     plan = QUICK if args.quick else Plan()
     if args.rounds:

@@ -9,7 +9,6 @@ the GIL), so the client costs far less CPU than the servers it measures.
 
 from __future__ import annotations
 
-import os
 import socket
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Optional, Union
@@ -109,35 +108,29 @@ class Connection:
 
     def _send_slice(self, sock: socket.socket, piece: FileSlice) -> None:
         with open(piece.path, "rb") as f:
-            sent = 0
-            while sent < piece.length:
-                n = os.sendfile(sock.fileno(), f.fileno(), piece.offset + sent, piece.length - sent)
-                if n == 0:
-                    raise HttpError(f"{piece.path} ended before {piece.offset + piece.length}")
-                sent += n
+            # socket.sendfile: sendfile(2) in large blocks, waiting for writability with the
+            # socket's timeout, so a server that stops reading cannot hang the benchmark.
+            sent = sock.sendfile(f, piece.offset, piece.length)
+            if sent != piece.length:
+                raise HttpError(f"{piece.path}: sent {sent} of {piece.length} bytes")
 
     def _send(self, sock: socket.socket, head: bytes, body: Body) -> None:
-        # sendfile needs a blocking socket without a timeout (the timeout applies to recv).
-        sock.settimeout(None)
-        try:
-            if body is None or isinstance(body, (bytes, bytearray)):
-                sock.sendall(head + (body or b""))
-            elif isinstance(body, FileSlice):
-                sock.sendall(head)
-                self._send_slice(sock, body)
-            elif isinstance(body, Chunked):
-                sock.sendall(head)
-                for piece in body.pieces:
-                    if piece.length == 0:
-                        continue
-                    sock.sendall(b"%x\r\n" % piece.length)
-                    self._send_slice(sock, piece)
-                    sock.sendall(b"\r\n")
-                sock.sendall(b"0\r\n\r\n")
-            else:
-                raise TypeError(f"unsupported body {type(body)}")
-        finally:
-            sock.settimeout(self.timeout)
+        if body is None or isinstance(body, (bytes, bytearray)):
+            sock.sendall(head + (body or b""))
+        elif isinstance(body, FileSlice):
+            sock.sendall(head)
+            self._send_slice(sock, body)
+        elif isinstance(body, Chunked):
+            sock.sendall(head)
+            for piece in body.pieces:
+                if piece.length == 0:
+                    continue
+                sock.sendall(b"%x\r\n" % piece.length)
+                self._send_slice(sock, piece)
+                sock.sendall(b"\r\n")
+            sock.sendall(b"0\r\n\r\n")
+        else:
+            raise TypeError(f"unsupported body {type(body)}")
 
     # -- receiving -----------------------------------------------------------
 

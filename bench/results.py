@@ -79,6 +79,25 @@ class Results:
     def vs_distribution(self, metric: Metric) -> Optional[float]:
         return advantage(metric.median(OR), metric.median(DIST), metric.better)
 
+    @classmethod
+    def from_json(cls, d: dict) -> "Results":
+        """The Results a run wrote with to_json (scripts/bench --render re-draws its outputs)."""
+        r = cls()
+        for mid, m in d.get("metrics", {}).items():
+            metric = r.metric(mid, m["label"], m["unit"], m["better"], m["section"], m.get("limit"),
+                              m.get("note", ""))
+            for target in TARGETS:
+                if target in m:
+                    metric.samples[target] = list(m[target]["samples"])
+        for lid, m in d.get("limits", {}).items():
+            limit = r.limit(lid, m["label"], m["unit"], m["better"], m.get("note", ""))
+            if "machine" in m:
+                limit.samples["machine"] = list(m["machine"]["samples"])
+        r.checks = dict(d.get("checks", {}))
+        r.notes = dict(d.get("notes", {}))
+        r.errors = list(d.get("errors", []))
+        return r
+
     def to_json(self) -> dict:
         def m(metric: Metric, is_limit: bool = False) -> dict:
             out = {
