@@ -6,7 +6,8 @@
 //
 // Prints one line, `listening http://127.0.0.1:PORT`, once requests are accepted (then workerd's
 // and the Worker's logs). Bindings: the KV namespace UPLOAD_SESSIONS, and every OPENREGISTRY_*
-// variable of this process's environment as a var/secret. KV and Cache API data live under
+// variable of this process's environment as a var/secret (plus OPENREGISTRY_OPEN=true on a
+// loopback address unless set). KV and Cache API data live under
 // --persist (default: a temporary directory removed on exit), on disk rather than in workerd's
 // memory, so workerd's RSS is the Worker's own. `cf: false`: no request.cf download. SIGTERM or
 // SIGINT disposes of workerd and exits 0.
@@ -33,6 +34,11 @@ const persist = persistOption ? path.resolve(persistOption) : mkdtempSync(path.j
 const bindings = {};
 for (const [name, value] of Object.entries(process.env)) {
   if (name.startsWith("OPENREGISTRY_")) bindings[name] = value;
+}
+// Like the native host, which serves without authentication on loopback only: a Worker run here
+// listens on 127.0.0.1, so it may be open unless the environment says otherwise.
+if (bindings.OPENREGISTRY_OPEN === undefined && /^(127\.|localhost$|\[?::1\]?$)/.test(host)) {
+  bindings.OPENREGISTRY_OPEN = "true";
 }
 
 // stdout carries only the ready line; Miniflare's and workerd's own output goes to stderr.

@@ -7,6 +7,7 @@ import os
 import select
 import signal
 import subprocess
+import time
 
 import pytest
 import requests
@@ -89,3 +90,66 @@ def test_a_bad_setting_answers_503_naming_it(registry_factory, work_dir):
         assert "OPENREGISTRY_CHUNK_MAX_LENGTH" in r.json()["errors"][0]["message"]
     finally:
         stop(proc, log)
+
+
+def _downloads_for_second_get(client, portal, repo, digest) -> int:
+    assert client.get(f"/v2/{repo}/blobs/{digest}").status_code == 200
+    time.sleep(0.5)  # the Cache API write happens after the answer (waitUntil)
+    portal.reset_stats()
+    r = client.get(f"/v2/{repo}/blobs/{digest}")
+    assert r.status_code == 200
+    return portal.stats()["downloads"], r.content
+
+
+def test_immutable_blobs_come_from_the_cache_api_and_a_delete_purges_them(client, skynet_portal, repo):
+    data = os.urandom(300_000)
+    digest = client.push_blob(repo, data)
+    downloads, body = _downloads_for_second_get(client, skynet_portal, repo, digest)
+    assert body == data
+    assert downloads == 0, "the second GET of an immutable blob went to the portal again"
+    assert client.delete(f"/v2/{repo}/blobs/{digest}").status_code == 202
+    time.sleep(0.5)
+    assert client.get(f"/v2/{repo}/blobs/{digest}").status_code == 404
+
+
+def test_the_cache_api_can_be_turned_off(registry_factory, skynet_portal):
+    server = registry_factory("nocache", env={"OPENREGISTRY_EDGE_CACHE": "false"})
+    client = OciClient(server.base_url)
+    digest = client.push_blob("cfg/nocache", b"x" * 1000)
+    downloads, _ = _downloads_for_second_get(client, skynet_portal, "cfg/nocache", digest)
+    assert downloads == 1
+    client.close()
+
+
+def test_authentication_at_the_edge_with_a_configured_key(module_registry_factory, skynet_portal):
+    """OPENREGISTRY_AUTH with OPENREGISTRY_TOKEN_KEY (the Worker has no data dir to keep a key
+    in): users from the native CLI against the same database, Docker's token flow, a push and a
+    pull with tokens the Worker signed, and nothing for anonymous callers of a private repository.
+    (test_auth.py covers authentication in depth against the native host.)"""
+    from authkit import Accounts, AuthRegistryServer, DockerAuthClient, SigningKey, get_token, verify_token
+
+    key = SigningKey.generate()
+    server = module_registry_factory("edge-auth", env={"OPENREGISTRY_AUTH": "true",
+                                                       "OPENREGISTRY_TOKEN_KEY": key.paserk_secret},
+                                     server_class=AuthRegistryServer)
+    accounts = Accounts(server, server.workdir / "cli.log")
+    accounts.create_user("alice")
+    password = accounts.create_token("alice")
+
+    alice = DockerAuthClient(server, "alice", password, "alice/app")
+    data = os.urandom(100_000)
+    digest = "sha256:" + __import__("hashlib").sha256(data).hexdigest()
+    r = alice.request("POST", f"/v2/alice/app/blobs/uploads/?digest={digest}", data=data,
+                      headers={"Content-Type": "application/octet-stream"})
+    assert r.status_code == 201, r.text
+    assert verify_token(alice.token, key.public), "the Worker did not sign with the configured key"
+    r = alice.request("GET", f"/v2/alice/app/blobs/{digest}")
+    assert r.status_code == 200 and r.content == data
+    alice.close()
+
+    anonymous = get_token(server, ["repository:alice/app:pull"])
+    assert anonymous.status_code == 200
+    r = requests.get(f"{server.base_url}/v2/alice/app/blobs/{digest}",
+                     headers={"Authorization": f"Bearer {anonymous.json()['token']}"}, timeout=30)
+    assert r.status_code in (401, 403, 404), r.status_code
+    assert r.content != data

@@ -7,15 +7,24 @@
 //! | `OPENREGISTRY_DATABASE_TIMEOUT_MS` | var | one SQL round trip's limit (default 10000) |
 //! | `OPENREGISTRY_SKYNET_PORTAL` | secret or var, required | the Skynet portal's base URL |
 //! | `OPENREGISTRY_SKYNET_API_KEY` | secret | sent as `Skynet-Api-Key` |
+//! | `OPENREGISTRY_SKYNET_TIMEOUT_MS` | var | one portal request's limit (default 300000) |
 //! | `OPENREGISTRY_BLOB_REDIRECT` | var | `true`: blob GETs redirect to the portal |
 //! | `OPENREGISTRY_CHUNK_MIN_LENGTH` | var | advertised `OCI-Chunk-Min-Length` (default: the store's, 40 MiB) |
 //! | `OPENREGISTRY_CHUNK_MAX_LENGTH` | var | advertised `OCI-Chunk-Max-Length` (default 100000000, the Free/Pro body limit) |
 //! | `OPENREGISTRY_EDGE_CACHE` | var | `false` turns the Cache API off (default on) |
 //! | `OPENREGISTRY_EDGE_CACHE_MAX_BYTES` | var | largest blob kept in the Cache API (default 32 MiB) |
+//! | `OPENREGISTRY_AUTH` | var | `true`: every route needs a token (Docker's token flow) |
+//! | `OPENREGISTRY_TOKEN_KEY` | secret, required with auth | PASERK `k4.secret` signing key |
+//! | `OPENREGISTRY_SERVICE` | var | token audience and challenge `service` (default `openregistry`) |
+//! | `OPENREGISTRY_PUBLIC_URL` | var | base of the token realm (default: from the request's Host) |
+//! | `OPENREGISTRY_TOKEN_TTL_SECONDS` | var | access token lifetime (default 300) |
+//! | `OPENREGISTRY_OPEN` | var | `true`: serve without authentication (anyone may push and delete) |
 //! | `OPENREGISTRY_TEST_KV_LAG` | var, tests only | `1`: simulate stale KV reads (see `kv.rs`) |
 //!
 //! There are no embedded defaults at the edge: without a database URL or a portal every request is
-//! answered 503 with an OCI error that names the missing setting.
+//! answered 503 with an OCI error that names the missing setting. And as the native host refuses a
+//! non-loopback address without authentication, a Worker (reachable by anyone) answers 503 unless
+//! `OPENREGISTRY_AUTH=true` (with a token key) or, deliberately, `OPENREGISTRY_OPEN=true`.
 
 use std::time::Duration;
 
@@ -39,12 +48,23 @@ pub struct Settings {
     pub database_timeout: Duration,
     pub portal: String,
     pub portal_api_key: Option<String>,
+    pub portal_timeout: Duration,
     pub blob_redirect: bool,
     pub chunk_min: Option<u64>,
     pub chunk_max: Option<u64>,
     pub edge_cache: bool,
     pub edge_cache_max_bytes: u64,
+    pub auth: Option<AuthConfig>,
     pub test_kv_lag: bool,
+}
+
+/// Authentication settings (`OPENREGISTRY_AUTH=true`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthConfig {
+    pub token_key: String,
+    pub service: String,
+    pub public_url: Option<String>,
+    pub token_ttl: Duration,
 }
 
 /// A setting's value as text; unset or empty is `None`. `[vars]` may hold numbers and booleans.
@@ -131,12 +151,51 @@ impl Settings {
                 ));
             }
         }
+        let auth = if parse_bool("OPENREGISTRY_AUTH", text(env, "OPENREGISTRY_AUTH"), false)? {
+            Some(AuthConfig {
+                token_key: required(
+                    env,
+                    "OPENREGISTRY_TOKEN_KEY",
+                    "OPENREGISTRY_AUTH=true needs the PASERK k4.secret key tokens are signed with; \
+                     make one with `scripts/token-key` and set it with \
+                     `wrangler secret put OPENREGISTRY_TOKEN_KEY`",
+                )?,
+                service: text(env, "OPENREGISTRY_SERVICE").unwrap_or_else(|| "openregistry".into()),
+                public_url: text(env, "OPENREGISTRY_PUBLIC_URL"),
+                token_ttl: Duration::from_secs(
+                    parse_u64(
+                        "OPENREGISTRY_TOKEN_TTL_SECONDS",
+                        text(env, "OPENREGISTRY_TOKEN_TTL_SECONDS"),
+                    )?
+                    .unwrap_or(300),
+                ),
+            })
+        } else {
+            if !parse_bool("OPENREGISTRY_OPEN", text(env, "OPENREGISTRY_OPEN"), false)? {
+                return Err(
+                    "authentication is off and a Worker is reachable by anyone, who could \
+                            then push and delete: set OPENREGISTRY_AUTH=true (with the secret \
+                            OPENREGISTRY_TOKEN_KEY), or OPENREGISTRY_OPEN=true if an open \
+                            registry is really what you want"
+                        .into(),
+                );
+            }
+            None
+        };
         Ok(Self {
+            auth,
             database_url,
             database_endpoint: text(env, "OPENREGISTRY_DATABASE_HTTP_ENDPOINT"),
             database_timeout: Duration::from_millis(database_timeout),
             portal,
             portal_api_key: text(env, "OPENREGISTRY_SKYNET_API_KEY"),
+            portal_timeout: Duration::from_millis(
+                parse_u64(
+                    "OPENREGISTRY_SKYNET_TIMEOUT_MS",
+                    text(env, "OPENREGISTRY_SKYNET_TIMEOUT_MS"),
+                )?
+                .unwrap_or(300_000),
+            ),
             blob_redirect: parse_bool(
                 "OPENREGISTRY_BLOB_REDIRECT",
                 text(env, "OPENREGISTRY_BLOB_REDIRECT"),

@@ -98,11 +98,12 @@ impl HttpClient for FetchClient {
         init.set_method(parts.method.as_str());
         init.set_headers(headers.as_ref());
         init.set_redirect(web_sys::RequestRedirect::Manual);
-        if let Some(body) = to_js(body, len) {
+        let controller = web_sys::AbortController::new().map_err(|e| fail(js_error(&e)))?;
+        let signal = controller.signal();
+        if let Some(body) = to_js(body, len, Some(&signal)) {
             init.set_body(&body);
         }
-        let controller = web_sys::AbortController::new().map_err(|e| fail(js_error(&e)))?;
-        init.set_signal(Some(&controller.signal()));
+        init.set_signal(Some(&signal));
         let js_request = web_sys::Request::new_with_str_and_init(&parts.uri.to_string(), &init)
             .map_err(|e| fail(js_error(&e)))?;
         let global: web_sys::WorkerGlobalScope = js_sys::global().unchecked_into();

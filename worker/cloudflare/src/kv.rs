@@ -136,18 +136,3 @@ impl Kv for WorkersKv {
         MAX_VALUE_LEN
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::is_later_upload_state;
-
-    #[test]
-    fn only_later_upload_states_lag() {
-        assert!(is_later_upload_state("upload/0123/1"));
-        assert!(is_later_upload_state("upload/0123/17"));
-        assert!(!is_later_upload_state("upload/0123/0"));
-        assert!(!is_later_upload_state("skynet-tail/0123/1"));
-        assert!(!is_later_upload_state("upload/0123/x"));
-        assert!(!is_later_upload_state("upload/0123/1/2"));
-    }
-}

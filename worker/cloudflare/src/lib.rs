@@ -19,6 +19,8 @@ use std::sync::Arc;
 
 use http::{header, Method, StatusCode};
 use js_sys::{Promise, Reflect};
+use openregistry::auth::token::Signer;
+use openregistry::auth::AuthSettings;
 use openregistry::body::Body;
 use openregistry::neon::{NeonConfig, NeonSql};
 use openregistry::ports::{Clock, HttpClient, Kv, Ports, Random, Unavailable};
@@ -95,7 +97,8 @@ fn registry(settings: &Settings, env: &Env) -> Result<Registry, String> {
     )
     .map_err(|e| format!("OPENREGISTRY_DATABASE_URL: {e}"))?;
     neon.timeout = settings.database_timeout;
-    let skynet = SkynetConfig::new(&settings.portal, settings.portal_api_key.clone());
+    let mut skynet = SkynetConfig::new(&settings.portal, settings.portal_api_key.clone());
+    skynet.timeout = settings.portal_timeout;
     let config = Config {
         redirect_blob_downloads: settings.blob_redirect,
         ..Config::default()
@@ -113,7 +116,17 @@ fn registry(settings: &Settings, env: &Env) -> Result<Registry, String> {
         clock: Arc::new(JsClock),
         random: Arc::new(JsRandom),
     };
-    Ok(Registry::new(ports, config))
+    let mut registry = Registry::new(ports, config);
+    if let Some(auth) = &settings.auth {
+        let signer = Signer::from_paserk(&auth.token_key)
+            .map_err(|e| format!("OPENREGISTRY_TOKEN_KEY: {e}"))?;
+        let mut core = AuthSettings::new(&auth.service, signer)
+            .map_err(|e| format!("OPENREGISTRY_TOKEN_KEY: {e}"))?;
+        core.public_url = auth.public_url.clone();
+        core.token_ttl = auth.token_ttl;
+        registry = registry.with_auth(core);
+    }
+    Ok(registry)
 }
 
 /// `/path?query` of an absolute URL.
@@ -164,7 +177,11 @@ fn js_response(response: http::Response<Body>, is_head: bool) -> Result<web_sys:
             parts.status,
             StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED
         );
-    let body = if no_body { None } else { to_js(body, len) };
+    let body = if no_body {
+        None
+    } else {
+        to_js(body, len, None)
+    };
     // With a body the runtime sets Content-Length itself (from the bytes or the FixedLengthStream);
     // without one (HEAD, empty answers) the core's header is what the client must see.
     let skip: &[http::HeaderName] = if body.is_some() {
@@ -256,7 +273,10 @@ async fn serve(
         .unwrap_or("/")
         .to_owned();
 
-    let cache = if settings.edge_cache && by_digest(&path) {
+    // With authentication on, whether a caller may read a blob is the core's decision, made per
+    // request: an edge cache in front of it would hand private content to anyone. So the Cache API
+    // is used only for open registries.
+    let cache = if settings.edge_cache && settings.auth.is_none() && by_digest(&path) {
         default_cache()
     } else {
         None
@@ -300,24 +320,4 @@ async fn serve(
         }
     }
     Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{by_digest, path_and_query};
-
-    #[test]
-    fn paths_are_taken_from_absolute_urls() {
-        assert_eq!(path_and_query("http://127.0.0.1:8787/v2/?a=b"), "/v2/?a=b");
-        assert_eq!(path_and_query("https://r.example"), "/");
-    }
-
-    #[test]
-    fn only_digest_addressed_blobs_and_manifests_are_cached() {
-        assert!(by_digest("/v2/a/b/blobs/sha256:00"));
-        assert!(by_digest("/v2/a/manifests/sha256:00"));
-        assert!(!by_digest("/v2/a/manifests/latest"));
-        assert!(!by_digest("/v2/a/blobs/uploads/0123"));
-        assert!(!by_digest("/v2/a/tags/list"));
-    }
 }

@@ -246,14 +246,26 @@ fn to_readable(stream: ByteStream) -> web_sys::ReadableStream {
 }
 
 /// Pipes `readable` through workerd's `FixedLengthStream(len)`, so the runtime sends a
-/// `Content-Length`; returns `readable` itself where that class does not exist.
-fn with_length(readable: web_sys::ReadableStream, len: u64) -> JsValue {
+/// `Content-Length`; returns `readable` itself where that class does not exist. With `signal`, an
+/// abort also aborts the pipe (an outbound request's body must stop when its fetch is aborted, or
+/// the runtime keeps writing it and later requests to that origin stall behind it).
+fn with_length(
+    readable: web_sys::ReadableStream,
+    len: u64,
+    signal: Option<&web_sys::AbortSignal>,
+) -> JsValue {
     let attempt = || -> Result<JsValue, JsValue> {
         let class: Function = get(&js_sys::global(), "FixedLengthStream")?.dyn_into()?;
         let fixed = Reflect::construct(&class, &Array::of1(&JsValue::from_f64(len as f64)))?;
         let writable = get(&fixed, "writable")?;
         let pipe_to = method(readable.as_ref(), "pipeTo").ok_or(JsValue::NULL)?;
-        let piped: Promise = pipe_to.call1(readable.as_ref(), &writable)?.dyn_into()?;
+        let options = Object::new();
+        if let Some(signal) = signal {
+            Reflect::set(&options, &"signal".into(), signal)?;
+        }
+        let piped: Promise = pipe_to
+            .call2(readable.as_ref(), &writable, &options)?
+            .dyn_into()?;
         // A failure reaches the reader of `fixed.readable` as an error; nothing else to do here.
         ignore_rejection(&piped);
         get(&fixed, "readable")
@@ -262,8 +274,13 @@ fn with_length(readable: web_sys::ReadableStream, len: u64) -> JsValue {
 }
 
 /// A core body as something a JS `Request` or `Response` takes as its body (`None`: no body).
-/// `len` is the length the body must have, when known (the `Content-Length` the core set).
-pub fn to_js(body: Body, len: Option<u64>) -> Option<JsValue> {
+/// `len` is the length the body must have, when known (the `Content-Length` the core set);
+/// `signal` is the abort signal of the fetch that sends it, if any.
+pub fn to_js(
+    body: Body,
+    len: Option<u64>,
+    signal: Option<&web_sys::AbortSignal>,
+) -> Option<JsValue> {
     match body {
         Body::Empty => None,
         Body::Full(bytes) if bytes.len() <= CHUNK as usize => {
@@ -272,12 +289,12 @@ pub fn to_js(body: Body, len: Option<u64>) -> Option<JsValue> {
         Body::Full(bytes) => {
             let len = bytes.len() as u64;
             let one: ByteStream = Box::pin(futures_util::stream::once(async move { Ok(bytes) }));
-            Some(with_length(to_readable(one), len))
+            Some(with_length(to_readable(one), len, signal))
         }
         Body::Stream(stream) => {
             let readable = to_readable(stream);
             Some(match len {
-                Some(len) => with_length(readable, len),
+                Some(len) => with_length(readable, len, signal),
                 None => readable.into(),
             })
         }

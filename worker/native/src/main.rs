@@ -36,10 +36,20 @@ struct Cli {
 #[derive(Args, Clone)]
 struct DatabaseArgs {
     /// Where blobs, upload sessions and (without a database URL) metadata are kept.
-    #[arg(long, global = true, env = "OPENREGISTRY_DATA_DIR", default_value = "./data")]
+    #[arg(
+        long,
+        global = true,
+        env = "OPENREGISTRY_DATA_DIR",
+        default_value = "./data"
+    )]
     data_dir: PathBuf,
     /// A postgres:// or postgresql:// URL (for example a Neon database's). Unset: embedded SQLite.
-    #[arg(long, global = true, env = "OPENREGISTRY_DATABASE_URL", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        env = "OPENREGISTRY_DATABASE_URL",
+        hide_env_values = true
+    )]
     database_url: Option<String>,
     /// Override of the SQL-over-HTTP endpoint (default: Neon's, derived from the URL's host).
     #[arg(long, global = true, env = "OPENREGISTRY_DATABASE_HTTP_ENDPOINT")]

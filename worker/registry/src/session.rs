@@ -45,23 +45,30 @@ pub struct UploadSession {
     pub subject: Option<String>,
 }
 
-/// A session reference as it appears in an upload URL: `<id>` or `<id>.<seq>`.
+/// A session reference as it appears in an upload URL: `<id>`, `<id>.<seq>`, or, after a
+/// rewind to an older state, `<id>.<seq>.<next>`: the next state must be saved at `next` or
+/// later, since the sequence numbers in between are taken by states not visible here yet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionRef {
     pub id: String,
     pub min_seq: u64,
+    pub next_seq: u64,
 }
 
 impl SessionRef {
     /// Parses the last path segment of an upload URL. Ids are lowercase hex.
     pub fn parse(text: &str) -> Result<Self, RegistryError> {
-        let (id, seq) = match text.split_once('.') {
-            Some((id, seq)) => (
-                id,
-                seq.parse().map_err(|_| RegistryError::BlobUploadUnknown)?,
-            ),
-            None => (text, 0),
+        let mut parts = text.split('.');
+        let id = parts.next().unwrap_or_default();
+        let number = |part: Option<&str>| -> Result<Option<u64>, RegistryError> {
+            part.map(|p| p.parse().map_err(|_| RegistryError::BlobUploadUnknown))
+                .transpose()
         };
+        let seq = number(parts.next())?.unwrap_or(0);
+        let next = number(parts.next())?.unwrap_or(0);
+        if parts.next().is_some() {
+            return Err(RegistryError::BlobUploadUnknown);
+        }
         let id_ok = (16..=64).contains(&id.len())
             && id
                 .bytes()
@@ -72,6 +79,7 @@ impl SessionRef {
         Ok(SessionRef {
             id: id.to_owned(),
             min_seq: seq,
+            next_seq: next,
         })
     }
 }
@@ -182,7 +190,8 @@ mod tests {
             SessionRef::parse(id).expect("valid"),
             SessionRef {
                 id: id.into(),
-                min_seq: 0
+                min_seq: 0,
+                next_seq: 0
             }
         );
         assert_eq!(

@@ -23,6 +23,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use http::{header, HeaderMap, Method, Request, StatusCode};
 use serde::{Deserialize, Serialize};
+use sha2::Digest as _;
 
 use crate::body::{Body, ByteStream};
 use crate::digest::Digest;
@@ -368,7 +369,11 @@ impl SkynetStore {
         let mut rest = bytes;
         while !rest.is_empty() {
             let piece = rest.split_to(rest.len().min(max));
-            let key = format!("skynet-tail/{}/{}", handle.id, handle.next_segment);
+            // Keys name their content (offset + SHA-256): a client that rewinds and re-sends other
+            // bytes writes other keys, so a key never holds two different values.
+            let offset = handle.stored();
+            let fingerprint = hex::encode(&sha2::Sha256::digest(&piece)[..16]);
+            let key = format!("skynet-tail/{}/{offset}-{fingerprint}", handle.id);
             handle.next_segment += 1;
             let len = piece.len() as u64;
             self.kv.put(&key, piece, Some(self.config.tail_ttl)).await?;

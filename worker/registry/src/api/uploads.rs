@@ -267,11 +267,18 @@ impl Registry {
         reference: &str,
         subject: Option<&str>,
     ) -> Result<UploadSession, RegistryError> {
+        let next_seq = SessionRef::parse(reference)?.next_seq;
         match self.load_any_session(repo, reference, subject).await? {
-            Loaded::Current(session) => Ok(session),
+            // The next save uses `seq + 1`: start from at least `next - 1`.
+            Loaded::Current(mut session) => {
+                session.seq = session.seq.max(next_seq.saturating_sub(1));
+                Ok(session)
+            }
+            // Continue from the previous state, but save the next one after the state that is
+            // not visible yet, so no key is ever written twice.
             Loaded::Behind(previous) => Err(RegistryError::UploadRangeInvalid {
                 offset: previous.offset,
-                location: Some(previous.location()),
+                location: Some(format!("{}.{}", previous.location(), previous.seq + 2)),
             }),
         }
     }
