@@ -19,6 +19,8 @@ from typing import Any, Optional
 
 import requests
 
+from logfile import LogFile
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 GATEWAY_DIR = REPO_ROOT / "tests" / "neon-gateway"
 DEPS_SCRIPT = REPO_ROOT / "scripts" / "neon-gateway-deps"
@@ -38,7 +40,7 @@ def install_deps() -> None:
         raise GatewayStartError(f"{DEPS_SCRIPT} failed:\n{r.stdout}{r.stderr}")
 
 
-class NeonGateway:
+class NeonGateway(LogFile):
     def __init__(self, pg_host: str, pg_port: int, log_path: Path, name: str = "neon-gateway"):
         self.name = name
         self.pg_host = pg_host
@@ -134,26 +136,3 @@ class NeonGateway:
         if r.status_code != 200:
             raise RuntimeError(f"gateway answered {r.status_code}: {r.text[:500]}")
         return r.json()["rows"]
-
-    # -- logs ------------------------------------------------------------------
-
-    def log_size(self) -> int:
-        try:
-            return self.log_path.stat().st_size
-        except OSError:
-            return 0
-
-    def log_since(self, offset: int, limit: int = 30000) -> str:
-        try:
-            with open(self.log_path, "rb") as f:
-                f.seek(offset)
-                data = f.read()
-        except OSError:
-            return ""
-        if len(data) > limit:
-            data = b"[... cut ...]\n" + data[-limit:]
-        return data.decode("utf-8", "replace")
-
-    def log_tail(self, limit: int = 8000) -> str:
-        return self.log_since(max(0, self.log_size() - limit), limit)
-

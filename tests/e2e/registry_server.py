@@ -26,6 +26,7 @@ from typing import Optional
 import requests
 
 import cloudflare_host
+from logfile import LogFile
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 KIND = os.environ.get("E2E_REGISTRY", "openregistry").strip().lower() or "openregistry"
@@ -53,7 +54,7 @@ class RegistryStartError(RuntimeError):
     pass
 
 
-class RegistryServer:
+class RegistryServer(LogFile):
     """One registry process bound to 127.0.0.1 with its own data directory."""
 
     def __init__(self, workdir: Path, kind: str = KIND, name: str = "registry",
@@ -240,22 +241,3 @@ class RegistryServer:
             self._log.close()
             self._log = None
 
-    def log_size(self) -> int:
-        try:
-            return self.log_path.stat().st_size
-        except OSError:
-            return 0
-
-    def log_since(self, offset: int, limit: int = 30000) -> str:
-        try:
-            with open(self.log_path, "rb") as f:
-                f.seek(offset)
-                data = f.read()
-        except OSError:
-            return ""
-        if len(data) > limit:
-            data = b"[... cut ...]\n" + data[-limit:]
-        return data.decode("utf-8", "replace")
-
-    def log_tail(self, limit: int = 8000) -> str:
-        return self.log_since(max(0, self.log_size() - limit), limit)

@@ -21,6 +21,8 @@ from typing import Any, Optional
 
 import requests
 
+from logfile import LogFile
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PORTAL_DIR = REPO_ROOT / "tests" / "skynet-portal"
 DEPS_SCRIPT = REPO_ROOT / "scripts" / "skynet-portal-deps"
@@ -46,7 +48,7 @@ def _camel(name: str) -> str:
     return head + "".join(part.title() for part in rest)
 
 
-class SkynetPortal:
+class SkynetPortal(LogFile):
     kind = "skynet-portal"
 
     def __init__(self, data_dir: Path, log_path: Path, api_key: Optional[str] = API_KEY,
@@ -143,25 +145,3 @@ class SkynetPortal:
         r = requests.post(f"{self.url}/__test/faults", json={_camel(k): v for k, v in kw.items()}, timeout=10)
         r.raise_for_status()
         return r.json()
-
-    # -- logs ----------------------------------------------------------------
-
-    def log_size(self) -> int:
-        try:
-            return self.log_path.stat().st_size
-        except OSError:
-            return 0
-
-    def log_since(self, offset: int, limit: int = 30000) -> str:
-        try:
-            with open(self.log_path, "rb") as f:
-                f.seek(offset)
-                data = f.read()
-        except OSError:
-            return ""
-        if len(data) > limit:
-            data = b"[... cut ...]\n" + data[-limit:]
-        return data.decode("utf-8", "replace")
-
-    def log_tail(self, limit: int = 8000) -> str:
-        return self.log_since(max(0, self.log_size() - limit), limit)

@@ -216,16 +216,9 @@ impl Registry {
         let metadata = Metadata::new(self.ports.sql.as_ref());
         if metadata.blob(digest).await?.is_some() {
             // Stored already (content is global): verify the bytes, keep none of them.
-            let mut hasher = Hasher::new(digest.algorithm());
-            let mut written = 0u64;
-            let mut stream = body.into_stream();
-            while let Some(chunk) = stream.next().await {
-                let chunk = chunk?;
-                hasher.update(&chunk);
-                written += chunk.len() as u64;
-            }
+            let (computed, written) = hash_body(digest.algorithm(), body).await?;
             check_size(declared, written)?;
-            check_digest(hasher.finish(), digest)?;
+            check_digest(computed, digest)?;
             return metadata.link_blob(repo, digest, self.now_ms()).await;
         }
         let id = self.new_upload_id();
@@ -406,7 +399,7 @@ impl Registry {
             // Hashed with another algorithm while streaming: hash the stored bytes again, before
             // finishing if the store can re-read an unfinished upload, after finishing otherwise.
             match self.ports.blobs.read_upload(&handle, size).await {
-                Ok(body) => Some(hash_body(digest.algorithm(), body).await?),
+                Ok(body) => Some(hash_body(digest.algorithm(), body).await?.0),
                 Err(StoreError::Refused(_)) => None,
                 Err(other) => return Err(other.into()),
             }
@@ -458,7 +451,7 @@ impl Registry {
             let body = self.ports.blobs.read(&locator, None).await?;
             let verified = hash_body(digest.algorithm(), body)
                 .await
-                .and_then(|read_back| check_digest(read_back, digest));
+                .and_then(|(read_back, _)| check_digest(read_back, digest));
             if let Err(e) = verified {
                 if let Err(d) = self.ports.blobs.delete(&locator).await {
                     tracing::warn!(error = %d, "could not delete a blob that failed verification");
@@ -507,14 +500,17 @@ impl Registry {
     }
 }
 
-/// The digest of a whole body, read as a stream.
-async fn hash_body(algorithm: Algorithm, body: Body) -> Result<Digest, RegistryError> {
+/// The digest and length of a whole body, read as a stream.
+async fn hash_body(algorithm: Algorithm, body: Body) -> Result<(Digest, u64), RegistryError> {
     let mut hasher = Hasher::new(algorithm);
+    let mut len = 0u64;
     let mut stream = body.into_stream();
     while let Some(chunk) = stream.next().await {
-        hasher.update(&chunk?);
+        let chunk = chunk?;
+        hasher.update(&chunk);
+        len += chunk.len() as u64;
     }
-    Ok(hasher.finish())
+    Ok((hasher.finish(), len))
 }
 
 fn check_size(declared: Option<u64>, written: u64) -> Result<(), RegistryError> {
