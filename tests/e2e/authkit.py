@@ -4,12 +4,15 @@
   ``GET /v2/`` answers 401 with a Bearer challenge (the Docker ping), so readiness is that answer
   instead of the 200 :class:`registry_server.RegistryServer` waits for.
 * :class:`Accounts`: ``openregistry user …`` / ``openregistry token …`` on a registry's data
-  directory, with the registry's environment (so ``E2E_METADATA=neon`` reaches the same database).
+  directory, with the registry's environment (so ``E2E_METADATA=neon`` reaches the same database,
+  and under ``E2E_HOST=cloudflare`` the native CLI manages the Worker's users in the PostgreSQL
+  behind its gateway).
 * the Docker token flow (``GET``/``POST /token``) and :class:`DockerAuthClient`, a raw-HTTP client
   that answers 401 challenges the way Docker does (fetch a token for the challenged scope, retry).
 * PASETO v4.public and PASERK k4 in pure Python (Ed25519 after RFC 8032's reference code; no
   third-party crypto is installed in the suite's venv): the tests sign tokens with the registry's
-  own key (read from its data directory) or with a stranger's, to check what the server accepts.
+  own key (configured, or read from its data directory) or with a stranger's, to check what the
+  server accepts; the Worker, which has no data directory, is given keys generated here.
 * :data:`ISSUED`: every secret the tests were given (access tokens, their secrets, Basic
   credentials, bearer and refresh tokens, signing keys), for the check that none reaches a log.
 """
@@ -81,13 +84,17 @@ class AuthRegistryServer(RegistryServer):
             self.kill()
             raise RegistryStartError(
                 f"with OPENREGISTRY_AUTH=true, GET /v2/ must answer 401 with a Bearer challenge; "
-                f"got {r.status_code} {dict(r.headers)!r}:\n{self.log_tail()}"
+                f"got {r.status_code} {dict(r.headers)!r} {r.text[:1000]}:\n{self.log_tail()}"
             )
         self.kill()
         raise RegistryStartError(f"{self.kind} not ready after {timeout}s:\n{self.log_tail()}")
 
     def token_key(self) -> str:
-        """The signing key the registry generated into its data directory (PASERK k4.secret)."""
+        """The signing key (PASERK k4.secret): the configured ``OPENREGISTRY_TOKEN_KEY``, else the
+        one the native registry generated into its data directory."""
+        configured = self.env.get("OPENREGISTRY_TOKEN_KEY")
+        if configured:
+            return configured
         return (self.data_dir / "token-key.paserk").read_text().strip()
 
 
@@ -106,10 +113,14 @@ class Accounts:
         self.server = server
         self.log_path = log_path  # the CLI's stderr, scanned for secrets like the server logs
 
-    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    def run(self, *args: str, check: bool = True,
+            env: Optional[dict[str, str]] = None) -> subprocess.CompletedProcess:
+        """The CLI with the registry's environment (and ``env`` over it)."""
         cmd = [str(registry_server.openregistry_bin()), *args, "--data-dir", str(self.server.data_dir)]
+        extra = env
         env = dict(os.environ)
         env.update(self.server.env)
+        env.update(extra or {})
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120,
                               stdin=subprocess.DEVNULL)
         with open(self.log_path, "a") as log:

@@ -1,4 +1,5 @@
-"""Authentication and authorization, end to end: `openregistry serve --auth`.
+"""Authentication and authorization, end to end: `openregistry serve --auth`, or the Cloudflare
+Worker with `OPENREGISTRY_AUTH=true` under E2E_HOST=cloudflare.
 
 Who may do what (the policy under test):
 
@@ -15,6 +16,9 @@ Who may do what (the policy under test):
 * tokens are PASETO v4.public signed with the registry's key, for its service (audience), for a
   short time; an upload belongs to whoever opened it and may be finished up to an hour after the
   token that opened it expired; responses warn (`Warning: 299`) when the token is about to expire;
+* signing keys rotate: tokens of an earlier key are accepted while its public key is listed in
+  `OPENREGISTRY_TOKEN_PUBLIC_KEYS`, and only then;
+* access tokens are managed (`/api/tokens`) with an unscoped access token only;
 * no secret ever reaches a log.
 
 The module starts its own registries: the main one (key generated into its data directory), one
@@ -22,6 +26,10 @@ for another service with the same key, and one whose tokens live 3 seconds. User
 from the `openregistry user|token` CLI on the registry's own metadata (SQLite, or PostgreSQL over
 HTTP under E2E_METADATA=neon). Tokens are also forged here, with a pure-Python PASETO signer
 (authkit.py), to check what the server refuses.
+
+Under E2E_HOST=cloudflare the registries are Workers, which have no data directory: each is given
+a key generated here (`OPENREGISTRY_TOKEN_KEY`), and the native CLI manages users and tokens in
+the PostgreSQL behind the Worker's gateway. Tests of the native host itself are `native_only`.
 """
 
 from __future__ import annotations
@@ -55,13 +63,12 @@ from ocihttp import (
     OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, OciClient, assert_error, raw_request, sha256_digest, with_query,
 )
 from ocilayout import Layout, random_tar_layer
-from registry_server import KIND, REPO_ROOT
+import registry_server
+from registry_server import KIND, REPO_ROOT, RegistryStartError
 
 pytestmark = [
     pytest.mark.skipif(KIND == "distribution",
                        reason="the reference registry runs without OpenRegistry's auth (tokens, users, CLI)"),
-    pytest.mark.skipif(cloudflare_host.CLOUDFLARE,
-                       reason="the Cloudflare Worker host does not have auth yet"),
 ]
 
 SKOPEO = os.environ.get("SKOPEO") or shutil.which("skopeo") or "/usr/bin/skopeo"
@@ -75,13 +82,23 @@ SHORT_TTL = 3  # seconds, OPENREGISTRY_TOKEN_TTL_SECONDS of the short-lived regi
 def _auth_env(**extra: str) -> dict[str, str]:
     # debug logging: more lines that a leaked secret could hide in (see the last test)
     env = {"OPENREGISTRY_AUTH": "true", "RUST_LOG": "debug"}
+    if cloudflare_host.HOST != "native" and "OPENREGISTRY_TOKEN_KEY" not in extra:
+        # An edge host has no data directory to generate its key in: it is configured, as deployed.
+        env["OPENREGISTRY_TOKEN_KEY"] = remember_key(SigningKey.generate())
     env.update(extra)
     return env
 
 
+def remember_key(key: SigningKey) -> str:
+    """A signing key, remembered as a secret for the log scan; its PASERK k4.secret."""
+    remember(key.paserk_secret, key.paserk_secret[len("k4.secret."):])
+    return key.paserk_secret
+
+
 @pytest.fixture(scope="module")
 def reg(module_registry_factory):
-    """The main registry: auth on, no configured key (it generates one into its data dir)."""
+    """The main registry: auth on, no configured key (it generates one into its data dir; a
+    Worker is given one)."""
     return module_registry_factory("auth", env=_auth_env(), server_class=AuthRegistryServer)
 
 
@@ -226,6 +243,7 @@ def carol_ci(w: World, *scopes: str) -> str:
 # the signing key and the tokens /token answers
 # ---------------------------------------------------------------------------
 
+@pytest.mark.native_only("the Worker has no data directory: its key is a configured secret")
 def test_the_signing_key_is_generated_into_the_data_dir_readable_by_its_owner_only(reg, signing_key):
     path = reg.data_dir / "token-key.paserk"
     assert path.stat().st_mode & 0o777 == 0o600
@@ -233,6 +251,93 @@ def test_the_signing_key_is_generated_into_the_data_dir_readable_by_its_owner_on
     token = bearer(reg, ["repository:x/y:pull"])
     assert footer_of(token) == {"kid": signing_key.kid}
     assert verify_token(token, signing_key.public), "the token does not verify with the key's public half"
+
+
+def token_key_public(secret: str) -> str:
+    """``scripts/token-key public``: the PASERK k4.public of the k4.secret on its stdin."""
+    proc = subprocess.run([str(REPO_ROOT / "scripts" / "token-key"), "public"], input=secret,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip()
+
+
+@pytest.mark.native_only("`openregistry token-key` is the native CLI, reading the native data directory")
+def test_the_cli_prints_the_signing_keys_public_half(reg, signing_key, module_registry_factory, work_dir):
+    accounts = accounts_for(module_registry_factory, reg)
+    assert accounts.run("token-key", "public").stdout.strip() == signing_key.paserk_public
+    configured = SigningKey.generate()
+    proc = accounts.run("token-key", "public", env={"OPENREGISTRY_TOKEN_KEY": remember_key(configured)})
+    assert proc.stdout.strip() == configured.paserk_public
+    proc = subprocess.run([str(registry_server.openregistry_bin()), "token-key", "public",
+                           "--data-dir", str(work_dir / "no-key-here")],
+                          capture_output=True, text=True, timeout=60,
+                          env={k: v for k, v in os.environ.items() if k != "OPENREGISTRY_TOKEN_KEY"})
+    assert proc.returncode != 0 and "no signing key" in proc.stderr, proc.stderr
+    assert not (work_dir / "no-key-here" / "token-key.paserk").exists(), "printing a key generated one"
+
+
+def test_rotating_the_signing_key_keeps_tokens_of_listed_public_keys_valid(module_registry_factory):
+    """Key A signs; restarted with key B and A's public key in OPENREGISTRY_TOKEN_PUBLIC_KEYS, the
+    registry still accepts A's access and refresh tokens and signs new ones with B only; restarted
+    without A's public key, A's tokens get 401. A malformed list is refused at start, naming the
+    entry and not the key."""
+    old, new = SigningKey.generate(), SigningKey.generate()
+    old_public = token_key_public(remember_key(old))
+    assert old_public == old.paserk_public
+    server = module_registry_factory("rotation", env=_auth_env(OPENREGISTRY_TOKEN_KEY=old.paserk_secret),
+                                     server_class=AuthRegistryServer)
+    accounts = accounts_for(module_registry_factory, server)
+    accounts.create_user("rita")
+    orp = accounts.create_token("rita", name="r")
+    scope = "repository:rita/app:pull,push"
+    answer = get_token(server, [scope], "rita", orp, offline=True).json()
+    old_token, old_refresh = answer["token"], answer["refresh_token"]
+    assert footer_of(old_token) == {"kid": old.kid}
+    client = client_with(server, old_token)
+    try:
+        _, digest = client.push_image("rita/app", "v1")
+    finally:
+        client.close()
+
+    def pull(token: str) -> requests.Response:
+        return requests.get(f"{server.base_url}/v2/rita/app/manifests/v1", timeout=30,
+                            headers={"Authorization": f"Bearer {token}", "Accept": OCI_MANIFEST})
+
+    def refresh() -> requests.Response:
+        return post_token(server, {"grant_type": "refresh_token", "refresh_token": old_refresh,
+                                   "service": SERVICE, "scope": scope})
+
+    def restart(**settings: str) -> None:
+        server.stop()
+        server.env.pop("OPENREGISTRY_TOKEN_PUBLIC_KEYS", None)
+        server.env.update(settings)
+        server.start()
+
+    restart(OPENREGISTRY_TOKEN_KEY=remember_key(new), OPENREGISTRY_TOKEN_PUBLIC_KEYS=old_public)
+    r = pull(old_token)
+    assert r.status_code == 200 and sha256_digest(r.content) == digest, r.text
+    new_token = bearer(server, [scope], "rita", orp)
+    assert footer_of(new_token) == {"kid": new.kid} and verify_token(new_token, new.public)
+    assert pull(new_token).status_code == 200
+    r = refresh()
+    assert r.status_code == 200, r.text
+    assert footer_of(r.json()["access_token"]) == {"kid": new.kid}
+
+    restart()  # key B alone
+    r = pull(old_token)
+    assert_error(r, 401, "UNAUTHORIZED")
+    assert r.headers["WWW-Authenticate"] == challenge(server, "repository:rita/app:pull", "invalid_token")
+    assert "unknown key" in r.json()["errors"][0]["message"]
+    assert_error(refresh(), 401, "UNAUTHORIZED")
+    assert pull(new_token).status_code == 200
+
+    server.stop()
+    server.env["OPENREGISTRY_TOKEN_PUBLIC_KEYS"] = f"{old_public},{new.paserk_secret}"
+    with pytest.raises(RegistryStartError) as refused:
+        server.start()
+    message = str(refused.value)
+    assert "OPENREGISTRY_TOKEN_PUBLIC_KEYS: entry 2 is a secret key (k4.secret.…)" in message, message
+    assert new.paserk_secret[len("k4.secret."):] not in message
 
 
 def test_token_response_has_docker_fields_and_is_not_cached(world):
@@ -633,6 +738,29 @@ def born_expired_token(w: World):
     return get_token(w.reg, ["repository:alice/app:pull"], "alice", token)
 
 
+def revoke_with_scoped_token(w: World, target: str):
+    """carol's scoped token tries to revoke one of her tokens; whatever the answer, both of them
+    must still be active afterwards (checked with her unscoped token)."""
+    r = w.api("DELETE", f"tokens/{target}", "carol", w.orp["carol-ci"])
+    listed = w.api("GET", "tokens", "carol")
+    assert listed.status_code == 200, listed.text
+    state = {t["id"]: t["revoked_at_ms"] for t in listed.json()["tokens"]}
+    for token in (w.orp["carol"], w.orp["carol-ci"]):
+        assert state[token_id(token)] is None, f"a scoped token revoked {token_id(token)}"
+    return r
+
+
+def dot_segments(id: str, target: str, token: Callable[[World], str], resolved: str) -> Case:
+    """A request-target with dot segments, sent as is. The native host refuses the name (400); the
+    Workers runtime, like Cloudflare's edge, resolves dot segments (WHATWG URL parsing) before the
+    Worker sees the path, which then names `resolved`, where the token grants nothing (401)."""
+    send = lambda w: w.raw("GET", target, token(w))
+    if cloudflare_host.CLOUDFLARE:
+        return Case(id, send, 401, "UNAUTHORIZED",
+                    bearer_challenge(f"repository:{resolved}:pull", "insufficient_scope"))
+    return Case(id, send, 400, "NAME_INVALID", None)
+
+
 IMG = "alice/app"
 CASES = [
     # -- no token at all ----------------------------------------------------------------------
@@ -779,17 +907,18 @@ CASES = [
          lambda w: w.send("GET", "/v2/_catalog", "garbage"),
          401, "UNAUTHORIZED", bearer_challenge(None, "invalid_token")),
     # -- path traversal ---------------------------------------------------------------------
-    Case("../ in the URL does not reach another repository",
-         lambda w: w.raw("GET", "/v2/alice/../bob/app/manifests/v1",
-                         w.bearer("alice", f"repository:{IMG}:pull", "repository:alice/../bob/app:pull")),
-         400, "NAME_INVALID", None),
-    Case("%2e%2e in the URL does not reach another repository",
-         lambda w: w.raw("GET", "/v2/alice/%2e%2e/bob/app/manifests/v1",
-                         w.bearer("alice", "repository:alice/%2e%2e/bob/app:pull")),
-         400, "NAME_INVALID", None),
-    Case("../.. out of one's own repository does not reach another's",
-         lambda w: w.raw("GET", "/v2/bob/app/../../alice/app/manifests/v1", w.bearer("bob", "repository:bob/app:pull")),
-         400, "NAME_INVALID", None),
+    dot_segments("../ in the URL does not reach another repository",
+                 "/v2/alice/../bob/app/manifests/v1",
+                 lambda w: w.bearer("alice", f"repository:{IMG}:pull", "repository:alice/../bob/app:pull"),
+                 resolved="bob/app"),
+    dot_segments("%2e%2e in the URL does not reach another repository",
+                 "/v2/alice/%2e%2e/bob/app/manifests/v1",
+                 lambda w: w.bearer("alice", "repository:alice/%2e%2e/bob/app:pull"),
+                 resolved="bob/app"),
+    dot_segments("../.. out of one's own repository does not reach another's",
+                 "/v2/bob/app/../../alice/app/manifests/v1",
+                 lambda w: w.bearer("bob", "repository:bob/app:pull"),
+                 resolved=IMG),
     # -- credentials at /token ------------------------------------------------------------------
     Case("/token: a wrong password is refused",
          lambda w: get_token(w.reg, [f"repository:{IMG}:pull"], "alice", "hunter2"),
@@ -853,6 +982,23 @@ CASES = [
          401, "UNAUTHORIZED", basic_challenge()),
     Case("/api: a scoped access token cannot create tokens",
          lambda w: w.api("POST", "tokens", "carol", w.orp["carol-ci"], json={"name": "wider"}),
+         403, "DENIED"),
+    Case("/api: a scoped access token cannot list tokens",
+         lambda w: w.api("GET", "tokens", "carol", w.orp["carol-ci"]),
+         403, "DENIED"),
+    Case("/api: a scoped access token cannot revoke the user's other tokens",
+         lambda w: revoke_with_scoped_token(w, token_id(w.orp["carol"])),
+         403, "DENIED"),
+    Case("/api: a scoped access token cannot revoke itself either",
+         lambda w: revoke_with_scoped_token(w, token_id(w.orp["carol-ci"])),
+         403, "DENIED"),
+    Case("/api: a token scoped to every repository is still scoped",
+         lambda w: w.api("GET", "tokens", "carol", w.accounts.create_token(
+             "carol", name="star-api", scopes=["repository:*:pull,push,delete"])),
+         403, "DENIED"),
+    Case("/api: an admin's scoped token cannot list tokens",
+         lambda w: w.api("GET", "tokens", "root", w.accounts.create_token(
+             "root", name="root-ci", scopes=["repository:*:pull"])),
          403, "DENIED"),
     Case("/api: a user cannot revoke another user's token",
          lambda w: w.api("DELETE", f"tokens/{token_id(w.orp['alice'])}", "bob"),
@@ -1220,13 +1366,15 @@ def test_basic_credentials_without_a_colon_are_refused(world):
 def test_no_secret_reaches_any_log(world, module_registry_factory):
     """Runs last in this module: every access token, its secret, the Basic credentials, every
     bearer and refresh token and the signing keys handed out above are absent from the logs of
-    every registry (at debug level), the CLI's stderr and, under E2E_METADATA=neon, the SQL
-    gateway's log."""
+    every registry (at debug level; the Worker's are Miniflare's and workerd's), the CLI's stderr
+    and, under E2E_METADATA=neon, the SQL gateway's log."""
     logs = [s.log_path for s in module_registry_factory.started]
     logs += sorted(module_registry_factory.root.glob("cli-*.log"))
     logs += [g.log_path for g in neon_gateway.ALL_GATEWAYS if getattr(g, "log_path", None)]
     texts = {str(p): Path(p).read_text(errors="replace") for p in logs if Path(p).exists()}
-    assert any('path="/token"' in t for t in texts.values()), "the registry logs do not show the token requests"
+    # The native host's request span, or Miniflare's request line (without the query).
+    token_request = "GET /token " if cloudflare_host.CLOUDFLARE else 'path="/token"'
+    assert any(token_request in t for t in texts.values()), "the registry logs do not show the token requests"
     secrets = set(authkit.ISSUED)
     for secret in list(secrets):
         if secret.startswith("v4.public."):

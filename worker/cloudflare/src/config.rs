@@ -15,6 +15,7 @@
 //! | `OPENREGISTRY_EDGE_CACHE_MAX_BYTES` | var | largest blob kept in the Cache API (default 32 MiB) |
 //! | `OPENREGISTRY_AUTH` | var | `true`: every route needs a token (Docker's token flow) |
 //! | `OPENREGISTRY_TOKEN_KEY` | secret, required with auth | PASERK `k4.secret` signing key |
+//! | `OPENREGISTRY_TOKEN_PUBLIC_KEYS` | var | comma-separated PASERK `k4.public` keys also accepted (earlier signing keys, during a rotation) |
 //! | `OPENREGISTRY_SERVICE` | var | token audience and challenge `service` (default `openregistry`) |
 //! | `OPENREGISTRY_PUBLIC_URL` | var | base of the token realm (default: from the request's Host) |
 //! | `OPENREGISTRY_TOKEN_TTL_SECONDS` | var | access token lifetime (default 300) |
@@ -62,6 +63,8 @@ pub struct Settings {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthConfig {
     pub token_key: String,
+    /// `OPENREGISTRY_TOKEN_PUBLIC_KEYS` as given; the core parses it.
+    pub public_keys: Option<String>,
     pub service: String,
     pub public_url: Option<String>,
     pub token_ttl: Duration,
@@ -160,6 +163,7 @@ impl Settings {
                      make one with `scripts/token-key` and set it with \
                      `wrangler secret put OPENREGISTRY_TOKEN_KEY`",
                 )?,
+                public_keys: text(env, "OPENREGISTRY_TOKEN_PUBLIC_KEYS"),
                 service: text(env, "OPENREGISTRY_SERVICE").unwrap_or_else(|| "openregistry".into()),
                 public_url: text(env, "OPENREGISTRY_PUBLIC_URL"),
                 token_ttl: Duration::from_secs(

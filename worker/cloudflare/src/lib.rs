@@ -124,6 +124,10 @@ fn registry(settings: &Settings, env: &Env) -> Result<Registry, String> {
             .map_err(|e| format!("OPENREGISTRY_TOKEN_KEY: {e}"))?;
         core.public_url = auth.public_url.clone();
         core.token_ttl = auth.token_ttl;
+        if let Some(list) = &auth.public_keys {
+            core.accept_public_keys(list)
+                .map_err(|e| format!("OPENREGISTRY_TOKEN_PUBLIC_KEYS: {e}"))?;
+        }
         registry = registry.with_auth(core);
     }
     Ok(registry)

@@ -1,5 +1,5 @@
-//! `openregistry user …` and `openregistry token …`, and the token signing key kept in the data
-//! directory when none is configured.
+//! `openregistry user …`, `openregistry token …` and `openregistry token-key …`, and the token
+//! signing key kept in the data directory when none is configured.
 
 use std::path::Path;
 
@@ -50,6 +50,13 @@ pub enum TokenAction {
     },
     /// Revoke a token by id.
     Revoke { id: String },
+}
+
+#[derive(Subcommand)]
+pub enum TokenKeyAction {
+    /// Print the signing key's public key (PASERK `k4.public`): what another registry lists in
+    /// OPENREGISTRY_TOKEN_PUBLIC_KEYS to accept this one's tokens, for instance after a rotation.
+    Public,
 }
 
 fn now() -> u64 {
@@ -141,15 +148,50 @@ pub async fn token(action: TokenAction, sql: &dyn Sql) -> Result<(), String> {
     Ok(())
 }
 
+pub fn token_key_command(
+    action: TokenKeyAction,
+    configured: Option<&str>,
+    data_dir: &Path,
+) -> Result<(), String> {
+    match action {
+        TokenKeyAction::Public => {
+            let signer = existing_token_key(configured, data_dir)?.ok_or_else(|| {
+                format!(
+                    "no signing key: OPENREGISTRY_TOKEN_KEY is unset and {} does not exist",
+                    data_dir.join(KEY_FILE).display()
+                )
+            })?;
+            println!("{}", signer.public_paserk().map_err(|e| e.to_string())?);
+        }
+    }
+    Ok(())
+}
+
+/// The data directory's signing key file.
+const KEY_FILE: &str = "token-key.paserk";
+
+/// The configured signing key, or the data directory's if there is one.
+fn existing_token_key(configured: Option<&str>, data_dir: &Path) -> Result<Option<Signer>, String> {
+    if let Some(paserk) = configured {
+        return Signer::from_paserk(paserk)
+            .map(Some)
+            .map_err(|e| format!("OPENREGISTRY_TOKEN_KEY: {e}"));
+    }
+    let path = data_dir.join(KEY_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(existing) => Signer::from_paserk(&existing)
+            .map(Some)
+            .map_err(|e| format!("{}: {e}", path.display())),
+        Err(_) => Ok(None),
+    }
+}
+
 /// The signing key: the configured one, or the data directory's (generated on first use).
 pub fn token_key(configured: Option<&str>, data_dir: &Path) -> Result<Signer, String> {
-    if let Some(paserk) = configured {
-        return Signer::from_paserk(paserk).map_err(|e| format!("OPENREGISTRY_TOKEN_KEY: {e}"));
+    if let Some(signer) = existing_token_key(configured, data_dir)? {
+        return Ok(signer);
     }
-    let path = data_dir.join("token-key.paserk");
-    if let Ok(existing) = std::fs::read_to_string(&path) {
-        return Signer::from_paserk(&existing).map_err(|e| format!("{}: {e}", path.display()));
-    }
+    let path = data_dir.join(KEY_FILE);
     let pair =
         AsymmetricKeyPair::<V4>::generate().map_err(|e| format!("cannot generate a key: {e:?}"))?;
     let mut paserk = String::new();

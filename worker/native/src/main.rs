@@ -105,6 +105,10 @@ struct AuthArgs {
     /// Lifetime of issued access tokens, in seconds.
     #[arg(long, env = "OPENREGISTRY_TOKEN_TTL_SECONDS", default_value_t = 300)]
     token_ttl_seconds: u64,
+    /// PASERK `k4.public` keys, comma-separated, whose tokens are accepted besides the token key's
+    /// own (earlier signing keys, during a rotation; `openregistry token-key public` prints one).
+    #[arg(long, env = "OPENREGISTRY_TOKEN_PUBLIC_KEYS")]
+    token_public_keys: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -142,6 +146,27 @@ enum Command {
         action: accounts::TokenAction,
         #[command(flatten)]
         database: DatabaseArgs,
+    },
+    /// The token signing key (the configured one, or the data directory's).
+    TokenKey {
+        #[command(subcommand)]
+        action: accounts::TokenKeyAction,
+        /// The PASERK `k4.secret` signing key; unset: the data directory's `token-key.paserk`.
+        #[arg(
+            long,
+            global = true,
+            env = "OPENREGISTRY_TOKEN_KEY",
+            hide_env_values = true
+        )]
+        token_key: Option<String>,
+        /// The data directory whose key is meant when none is configured.
+        #[arg(
+            long,
+            global = true,
+            env = "OPENREGISTRY_DATA_DIR",
+            default_value = "./data"
+        )]
+        data_dir: PathBuf,
     },
 }
 
@@ -237,6 +262,11 @@ async fn serve(
         let mut settings = AuthSettings::new(&auth.service, key).map_err(|e| e.to_string())?;
         settings.public_url = auth.public_url.clone();
         settings.token_ttl = Duration::from_secs(auth.token_ttl_seconds);
+        if let Some(list) = &auth.token_public_keys {
+            settings
+                .accept_public_keys(list)
+                .map_err(|e| format!("OPENREGISTRY_TOKEN_PUBLIC_KEYS: {e}"))?;
+        }
         registry = registry.with_auth(settings);
         tracing::info!(service = %auth.service, "authentication required (tokens at /token)");
     } else {
@@ -314,6 +344,11 @@ async fn main() -> std::process::ExitCode {
                 Err(e) => Err(e),
             }
         }
+        Command::TokenKey {
+            action,
+            token_key,
+            data_dir,
+        } => accounts::token_key_command(action, token_key.as_deref(), &data_dir),
         Command::Migrate { database } => open_metadata(&database, Arc::new(HyperClient::new()))
             .await
             .map(|_| ()),

@@ -4,7 +4,8 @@
 //!   OAuth2 form: `grant_type=password` or `refresh_token`), answering PASETO v4.public tokens.
 //! - [`Registry::authorize`]: the one place a route's required action is checked against the
 //!   request's bearer token; a missing or insufficient token gets a 401 challenge naming the scope.
-//! - `/api/`: a small JSON API for signed-in users (their access tokens, repository visibility).
+//! - `/api/`: a small JSON API for signed-in users (their access tokens, repository visibility);
+//!   only an unscoped access token manages access tokens, a scoped one is answered 403 `DENIED`.
 
 use base64::Engine;
 use http::{header, HeaderMap, Method, Request, Response, StatusCode};
@@ -68,8 +69,12 @@ fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, Re
         })
 }
 
+/// The token of a Bearer `Authorization`; an empty one is no token, however the host passed the
+/// header's trailing whitespace on (`Bearer ` or `Bearer`).
 fn bearer(headers: &HeaderMap) -> Option<&str> {
-    strip_scheme(header_text(headers, &header::AUTHORIZATION)?, "bearer").map(str::trim)
+    strip_scheme(header_text(headers, &header::AUTHORIZATION)?, "bearer")
+        .map(str::trim)
+        .filter(|token| !token.is_empty())
 }
 
 /// The credentials after an authentication scheme, which is case-insensitive (RFC 9110).
@@ -390,6 +395,11 @@ impl Registry {
     ) -> Result<Response<Body>, RegistryError> {
         let auth = self.auth.as_ref().ok_or(RegistryError::NotFound)?;
         let principal = self.api_principal(auth, request.headers()).await?;
+        // Access tokens are managed with the user's full rights only (see
+        // `Principal::may_manage_tokens`): a scoped token is refused before anything is read.
+        if (path == "tokens" || path.starts_with("tokens/")) && !principal.may_manage_tokens() {
+            return Err(RegistryError::Denied);
+        }
         let sql = self.ports.sql.as_ref();
         let now = self.now_ms();
         let store_error = |e: store::StoreError| match e {
@@ -424,10 +434,6 @@ impl Registry {
                         "a scope is not repository:<pattern>:<actions>".into(),
                     )
                 })?;
-                // A token can only be narrower than the token that created it.
-                if principal.limits.is_some() {
-                    return Err(RegistryError::Denied);
-                }
                 let expires = new.expires_in_days.map(|d| now + d * 24 * 3600 * 1000);
                 let (id, token) = store::create_token(
                     sql,

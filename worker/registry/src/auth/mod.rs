@@ -8,7 +8,8 @@
 //!
 //! Policy: an admin may do anything; a user may pull, push and delete in their namespace
 //! (`<user>` and `<user>/…`); anyone, signed in or not, may pull a public repository. A personal
-//! access token can only narrow that, through its scope patterns.
+//! access token can only narrow that, through its scope patterns, and only an unscoped one (the
+//! user's full rights) may manage access tokens.
 
 pub mod store;
 pub mod token;
@@ -160,6 +161,15 @@ impl Principal {
                     && repository.as_bytes()[self.name.len()] == b'/'))
     }
 
+    /// Whether this principal may list, create and revoke the user's access tokens: only with the
+    /// user's full rights, i.e. signed in with an unscoped access token. Scope patterns name
+    /// repositories and actions on them, and none of them grants managing the account: a scoped
+    /// token (even `repository:*:…`, and an admin's) must not reveal the user's other tokens or
+    /// revoke them, and cannot mint new ones.
+    pub fn may_manage_tokens(&self) -> bool {
+        !self.is_anonymous() && self.limits.is_none()
+    }
+
     /// Whether the policy lets this principal do `action` on a repository of `visibility`.
     pub fn may(&self, repository: &str, public: bool, action: Action) -> bool {
         let by_role = self.admin || self.owns(repository) || (action == Action::Pull && public);
@@ -203,6 +213,78 @@ impl AuthSettings {
             token_ttl: Duration::from_secs(300),
             upload_grace: Duration::from_secs(3600),
         })
+    }
+
+    /// Also accepts tokens signed by the keys in `list`, comma-separated PASERK `k4.public` keys
+    /// (`OPENREGISTRY_TOKEN_PUBLIC_KEYS`): the public halves of earlier signing keys while their
+    /// tokens are still around after a rotation. Tokens are signed by [`Self::signer`] alone.
+    /// Whitespace around entries is ignored and so is a key already accepted; a blank list adds
+    /// nothing. Keys are added only if every entry is one.
+    pub fn accept_public_keys(&mut self, list: &str) -> Result<(), PublicKeyListError> {
+        if list.trim().is_empty() {
+            return Ok(());
+        }
+        let mut parsed = Vec::new();
+        for (index, entry) in list.split(',').map(str::trim).enumerate() {
+            let entry_number = index + 1;
+            if entry.is_empty() {
+                return Err(PublicKeyListError::Empty {
+                    entry: entry_number,
+                });
+            }
+            let key = VerifyingKey::from_paserk(entry).map_err(|_| {
+                let header = paserk_header(entry);
+                // k4.secret, k4.local and their -wrap and -pw forms all hold secrets.
+                let kind = header.split('.').nth(1).unwrap_or_default();
+                if kind.starts_with("secret") || kind.starts_with("local") {
+                    PublicKeyListError::SecretKey {
+                        entry: entry_number,
+                        header,
+                    }
+                } else {
+                    PublicKeyListError::NotAPublicKey {
+                        entry: entry_number,
+                        header,
+                    }
+                }
+            })?;
+            parsed.push(key);
+        }
+        for key in parsed {
+            if !self.keys.iter().any(|k| k.kid() == key.kid()) {
+                self.keys.push(key);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Why a list of verification keys ([`AuthSettings::accept_public_keys`]) was refused. Entries
+/// are counted from 1 and shown by their PASERK header (`k4.local`) at most: a secret pasted into
+/// the list by mistake must not reach an error message or a log.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PublicKeyListError {
+    #[error("entry {entry} is empty (two commas in a row, or a comma at an end)")]
+    Empty { entry: usize },
+    #[error("entry {entry} is a secret key ({header}.…): list public keys (k4.public.…) only")]
+    SecretKey { entry: usize, header: String },
+    #[error("entry {entry} ({header}) is not a valid PASERK k4.public key")]
+    NotAPublicKey { entry: usize, header: String },
+}
+
+/// `k4.public` of `k4.public.AAAA…`: a PASERK's version (`k<digits>`) and type (lowercase words
+/// and hyphens), never its key material; `not PASERK` for anything else.
+fn paserk_header(entry: &str) -> String {
+    let version_ok = |v: &str| {
+        v.strip_prefix('k')
+            .is_some_and(|n| (1..=3).contains(&n.len()) && n.bytes().all(|b| b.is_ascii_digit()))
+    };
+    let kind_ok = |k: &str| {
+        (1..=16).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_lowercase() || b == b'-')
+    };
+    match entry.splitn(3, '.').collect::<Vec<_>>()[..] {
+        [version, kind, _] if version_ok(version) && kind_ok(kind) => format!("{version}.{kind}"),
+        _ => "not PASERK".to_owned(),
     }
 }
 
@@ -276,6 +358,36 @@ mod tests {
             ScopePattern::parse("repository:*:pull,push,delete").expect("valid")
         ]);
         assert!(!alice.may("bob/app", false, Action::Push));
+    }
+
+    #[test]
+    fn only_the_users_full_rights_manage_tokens() {
+        let mut carol = user("carol");
+        assert!(carol.may_manage_tokens());
+        carol.limits = Some(vec![
+            ScopePattern::parse("repository:*:pull,push,delete").expect("valid")
+        ]);
+        assert!(
+            !carol.may_manage_tokens(),
+            "a `*` pattern is still a scoped token"
+        );
+        let mut root = user("root");
+        root.admin = true;
+        root.limits = carol.limits.clone();
+        assert!(!root.may_manage_tokens());
+        assert!(!Principal::anonymous().may_manage_tokens());
+    }
+
+    #[test]
+    fn key_list_errors_show_the_paserk_header_only() {
+        assert_eq!(paserk_header("k4.secret.c2VjcmV0"), "k4.secret");
+        assert_eq!(paserk_header("k4.local-pw.abc.def"), "k4.local-pw");
+        assert_eq!(paserk_header("k4.public."), "k4.public");
+        assert_eq!(paserk_header("c2VjcmV0"), "not PASERK");
+        assert_eq!(paserk_header("a.b"), "not PASERK");
+        assert_eq!(paserk_header("k4.c2VjcmV0c2VjcmV0c2VjcmV0.x"), "not PASERK");
+        assert_eq!(paserk_header("s3cr3t.public.x"), "not PASERK");
+        assert_eq!(paserk_header("k4.S3cr3t.x"), "not PASERK");
     }
 
     #[test]

@@ -167,6 +167,11 @@ impl VerifyingKey {
             public,
         })
     }
+
+    /// The key's PASERK id (`k4.pid.…`), which tokens name in their footer.
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
 }
 
 /// Verifies a token against a set of keys, for one service, at `now_ms`.

@@ -217,6 +217,9 @@ impl Manifest {
 /// The registry under test and the in-memory ports behind it.
 pub struct TestRegistry {
     pub registry: Registry,
+    /// The ports behind `registry` (to set up users and tokens, or build another registry over
+    /// the same state).
+    pub ports: Ports,
     pub blobs: Arc<MemoryBlobStore>,
     pub clock: Arc<ManualClock>,
 }
@@ -251,7 +254,8 @@ impl TestRegistry {
             random: Arc::new(SeededRandom::default()),
         };
         TestRegistry {
-            registry: Registry::new(ports, config),
+            registry: Registry::new(ports.clone(), config),
+            ports,
             blobs,
             clock,
         }
