@@ -55,39 +55,13 @@ def remember(*secrets: Optional[str]) -> None:
 class AuthRegistryServer(RegistryServer):
     """A registry with authentication on: ready when ``GET /v2/`` asks for a Bearer token."""
 
-    def _spawn_and_wait(self, timeout: float) -> None:
-        cmd = self._command()
-        self._log = open(self.log_path, "ab")
-        self.starts += 1
-        self._log.write(f"\n===== e2e: start #{self.starts}: {' '.join(cmd)}\n".encode())
-        self._log.flush()
-        env = dict(os.environ)
-        env.setdefault("RUST_BACKTRACE", "1")
-        env.update(self.env)
-        self.proc = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log,
-            cwd=self.workdir, env=env, start_new_session=True,
+    def _ready(self, r) -> bool:
+        if r.status_code == 401 and r.headers.get("WWW-Authenticate", "").startswith("Bearer "):
+            return True
+        raise RegistryStartError(
+            f"with OPENREGISTRY_AUTH=true, GET /v2/ must answer 401 with a Bearer challenge; "
+            f"got {r.status_code} {dict(r.headers)!r} {r.text[:1000]}"
         )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RegistryStartError(
-                    f"{self.kind} exited with {self.proc.returncode} during startup:\n{self.log_tail()}"
-                )
-            try:
-                r = requests.get(f"{self.base_url}/v2/", timeout=2)
-            except requests.RequestException:
-                time.sleep(0.05)
-                continue
-            if r.status_code == 401 and r.headers.get("WWW-Authenticate", "").startswith("Bearer "):
-                return
-            self.kill()
-            raise RegistryStartError(
-                f"with OPENREGISTRY_AUTH=true, GET /v2/ must answer 401 with a Bearer challenge; "
-                f"got {r.status_code} {dict(r.headers)!r} {r.text[:1000]}:\n{self.log_tail()}"
-            )
-        self.kill()
-        raise RegistryStartError(f"{self.kind} not ready after {timeout}s:\n{self.log_tail()}")
 
     def token_key(self) -> str:
         """The signing key (PASERK k4.secret): the configured ``OPENREGISTRY_TOKEN_KEY``, else the

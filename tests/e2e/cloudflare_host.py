@@ -19,16 +19,19 @@ from typing import Optional
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HOST = os.environ.get("E2E_HOST", "").strip().lower() or "native"
-if HOST not in ("native", "cloudflare"):
-    raise RuntimeError(f"E2E_HOST must be unset, 'native' or 'cloudflare', not {HOST!r}")
+if HOST not in ("native", "cloudflare", "spin"):
+    raise RuntimeError(f"E2E_HOST must be unset, 'native', 'cloudflare' or 'spin', not {HOST!r}")
 CLOUDFLARE = HOST == "cloudflare"
+SPIN = HOST == "spin"
+# An edge host (the Worker or the Spin component): no embedded stores, no data directory, no CLI.
+EDGE = CLOUDFLARE or SPIN
 
 HARNESS = REPO_ROOT / "tests" / "cloudflare" / "mf-serve.mjs"
 WORKER_BUILD = REPO_ROOT / "worker" / "cloudflare" / "build" / "index.js"
 DEPS_SCRIPT = REPO_ROOT / "scripts" / "cloudflare-deps"
 BUILD_SCRIPT = REPO_ROOT / "scripts" / "build-worker"
 
-SKIP_NATIVE_ONLY = "native host only: the Worker has no data directory or CLI of its own"
+SKIP_NATIVE_ONLY = "native host only: the edge hosts have no data directory or CLI of their own"
 
 
 class CloudflareError(RuntimeError):
@@ -63,7 +66,7 @@ def prepare() -> None:
 
 
 def migrate(env: dict[str, str]) -> None:
-    """Apply the schema to a fresh database, as a deployment does before the Worker serves it."""
+    """Apply the schema to a fresh database, as a deployment does before an edge host serves it."""
     from registry_server import openregistry_bin
 
     binary = openregistry_bin()

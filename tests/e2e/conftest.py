@@ -19,6 +19,9 @@ Environment:
                     E2E_BUILD_WORKER=1 to build it first). Implies E2E_METADATA=neon and
                     E2E_STORAGE=skynet; each database is migrated with `openregistry migrate`;
                     tests marked native_only are skipped.
+                    | spin: the Spin component (worker/spin, built by scripts/build-spin) in the
+                    Spin-compatible test host (tests/spin-host, scripts/spin-host-deps) from
+                    spin.toml; E2E_BUILD_SPIN=1 builds both first. Same implications as cloudflare.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from pathlib import Path
 import pytest
 
 import cloudflare_host
+import spin_host
 import postgres_server
 import registry_server
 from neon_gateway import ALL_GATEWAYS, GatewayStartError, NeonGateway, install_deps
@@ -48,8 +52,8 @@ if METADATA not in ("", "neon"):
 STORAGE = os.environ.get("E2E_STORAGE", "").strip().lower()
 if STORAGE not in ("", "skynet"):
     raise pytest.UsageError(f"E2E_STORAGE must be unset or 'skynet', not {STORAGE!r}")
-if cloudflare_host.CLOUDFLARE:
-    # The Worker has no embedded stores: metadata and blobs are always behind the stand-ins.
+if cloudflare_host.EDGE:
+    # The edge hosts have no embedded stores: metadata and blobs are always behind the stand-ins.
     METADATA, STORAGE = "neon", "skynet"
 # The stand-ins' plumbing tests exist only in their mode (the default run stays as it was).
 collect_ignore = ([] if METADATA == "neon" else ["test_neon_gateway_fixture.py"]) \
@@ -66,7 +70,7 @@ def pytest_configure(config):
     config.addinivalue_line(
         "markers",
         "native_only(reason): needs the native host itself (its CLI, its data directory); "
-        "skipped when E2E_HOST=cloudflare",
+        "skipped when E2E_HOST=cloudflare or spin",
     )
 
 
@@ -76,11 +80,13 @@ def pytest_report_header(config):
     storage = "; blobs: Skynet portal stand-in (tests/skynet-portal)" if STORAGE == "skynet" else ""
     if cloudflare_host.CLOUDFLARE:
         target = f"Cloudflare Worker in workerd via {cloudflare_host.HARNESS.relative_to(cloudflare_host.REPO_ROOT)}"
+    if cloudflare_host.SPIN:
+        target = f"Spin component in {spin_host.TEST_HOST.name} from {spin_host.MANIFEST.name}"
     return f"registry under test: {KIND} ({target}){metadata}{storage}"
 
 
 def pytest_collection_modifyitems(config, items):
-    if cloudflare_host.CLOUDFLARE:
+    if cloudflare_host.EDGE:
         for item in items:
             marker = item.get_closest_marker("native_only")
             if marker is not None:
@@ -228,13 +234,13 @@ def _start(workdir: Path, name: str, neon: "NeonBackend | None",
         env = neon.registry_env(name) if neon is not None else {}
         env.update(skynet.registry_env() if skynet is not None else {})
         env.update(extra_env or {})
-        if cloudflare_host.CLOUDFLARE:
+        if cloudflare_host.EDGE:
             _prepare_worker()
-            cloudflare_host.migrate(env)  # the Worker does not migrate; a deployment does it once
+            cloudflare_host.migrate(env)  # edge hosts do not migrate; a deployment does it once
         server = RegistryServer(workdir, name=name, env=env)
         server.start()
     except (registry_server.RegistryStartError, GatewayStartError, postgres_server.PostgresError,
-            PortalStartError, cloudflare_host.CloudflareError) as exc:
+            PortalStartError, cloudflare_host.CloudflareError, spin_host.SpinError) as exc:
         pytest.fail(str(exc), pytrace=False)
     return server
 
@@ -243,10 +249,13 @@ _worker_prepared = False
 
 
 def _prepare_worker() -> None:
-    """E2E_HOST=cloudflare: tools and build once per session (see cloudflare_host.prepare)."""
+    """Edge hosts: tools and build once per session (see cloudflare_host.prepare, spin_host.prepare)."""
     global _worker_prepared
     if not _worker_prepared:
-        cloudflare_host.prepare()
+        if cloudflare_host.SPIN:
+            spin_host.prepare()
+        else:
+            cloudflare_host.prepare()
         _worker_prepared = True
 
 
@@ -360,14 +369,14 @@ def module_registry_factory(tmp_root, neon_backend, skynet_backend, request):
             full_env = neon_backend.registry_env(name) if neon_backend is not None else {}
             full_env.update(skynet_backend.registry_env() if skynet_backend is not None else {})
             full_env.update(env or {})
-            if cloudflare_host.CLOUDFLARE:
+            if cloudflare_host.EDGE:
                 _prepare_worker()
                 cloudflare_host.migrate(full_env)
             server = server_class(root / f"{name}-{len(started)}", name=name, env=full_env)
             started.append(server)
             server.start()
         except (registry_server.RegistryStartError, GatewayStartError, postgres_server.PostgresError,
-                PortalStartError, cloudflare_host.CloudflareError) as exc:
+                PortalStartError, cloudflare_host.CloudflareError, spin_host.SpinError) as exc:
             pytest.fail(str(exc), pytrace=False)
         return server
 

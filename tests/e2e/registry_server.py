@@ -11,6 +11,10 @@ config, so the suite itself can be validated before the Rust binary exists.
 ``E2E_HOST=cloudflare`` (with the default ``openregistry``) runs the Cloudflare Worker instead:
 ``node tests/cloudflare/mf-serve.mjs --listen 127.0.0.1:<port> --persist <data dir>`` (workerd
 through Miniflare; see cloudflare_host.py). Its process group (node + workerd) is signalled as one.
+
+``E2E_HOST=spin`` runs the Spin component in the Spin-compatible test host:
+``spin-test-host --manifest spin.toml --wasm <component> --listen 127.0.0.1:<port>`` with the
+registry's settings as ``SPIN_VARIABLE_*`` (see spin_host.py).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from typing import Optional
 import requests
 
 import cloudflare_host
+import spin_host
 from logfile import LogFile
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -94,6 +99,11 @@ class RegistryServer(LogFile):
         """The Cloudflare Worker in workerd (E2E_HOST=cloudflare), not the native binary."""
         return self.kind == "openregistry" and cloudflare_host.CLOUDFLARE
 
+    @property
+    def is_spin(self) -> bool:
+        """The Spin component in the test host (E2E_HOST=spin), not the native binary."""
+        return self.kind == "openregistry" and cloudflare_host.SPIN
+
     def _signal_group(self, sig: int) -> None:
         """The harness's whole process group: node and the workerd it spawned."""
         try:
@@ -106,6 +116,11 @@ class RegistryServer(LogFile):
             try:
                 return cloudflare_host.worker_command(self.host, self.data_dir)
             except cloudflare_host.CloudflareError as exc:
+                raise RegistryStartError(str(exc)) from exc
+        if self.is_spin:
+            try:
+                return spin_host.command(self.host, self.data_dir)
+            except spin_host.SpinError as exc:
                 raise RegistryStartError(str(exc)) from exc
         if self.kind == "openregistry":
             binary = openregistry_bin()
@@ -156,18 +171,33 @@ class RegistryServer(LogFile):
                     raise
         raise last_error  # type: ignore[misc]
 
+    def _process_env(self) -> dict[str, str]:
+        """The process environment: ours, then the registry's settings (as Spin variables on Spin)."""
+        env = dict(os.environ)
+        env.setdefault("RUST_BACKTRACE", "1")
+        env.update(self.env)
+        return spin_host.variables(env) if self.is_spin else env
+
+    def _ready(self, r: requests.Response) -> bool:
+        """Whether this answer to ``GET /v2/`` means the registry is serving; raises if it is wrong."""
+        if r.status_code != 200:
+            return False
+        api = r.headers.get("Docker-Distribution-API-Version")
+        if api != "registry/2.0":
+            raise RegistryStartError(
+                f"GET /v2/ lacks 'Docker-Distribution-API-Version: registry/2.0' (got {api!r})"
+            )
+        return True
+
     def _spawn_and_wait(self, timeout: float) -> None:
         cmd = self._command()
         self._log = open(self.log_path, "ab")
         self.starts += 1
         self._log.write(f"\n===== e2e: start #{self.starts}: {' '.join(cmd)}\n".encode())
         self._log.flush()
-        env = dict(os.environ)
-        env.setdefault("RUST_BACKTRACE", "1")
-        env.update(self.env)
         self.proc = subprocess.Popen(
             cmd, stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log,
-            cwd=self.workdir, env=env, start_new_session=True,
+            cwd=self.workdir, env=self._process_env(), start_new_session=True,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -177,15 +207,15 @@ class RegistryServer(LogFile):
                 )
             try:
                 r = requests.get(f"{self.base_url}/v2/", timeout=2)
-                if r.status_code == 200:
-                    api = r.headers.get("Docker-Distribution-API-Version")
-                    if api != "registry/2.0":
-                        raise RegistryStartError(
-                            f"GET /v2/ lacks 'Docker-Distribution-API-Version: registry/2.0' (got {api!r})"
-                        )
-                    return
             except requests.RequestException:
-                pass
+                time.sleep(0.05)
+                continue
+            try:
+                if self._ready(r):
+                    return
+            except RegistryStartError as exc:
+                self.kill()
+                raise RegistryStartError(f"{exc}:\n{self.log_tail()}") from None
             time.sleep(0.05)
         self.kill()
         raise RegistryStartError(f"{self.kind} not ready after {timeout}s:\n{self.log_tail()}")

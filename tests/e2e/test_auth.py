@@ -243,7 +243,7 @@ def carol_ci(w: World, *scopes: str) -> str:
 # the signing key and the tokens /token answers
 # ---------------------------------------------------------------------------
 
-@pytest.mark.native_only("the Worker has no data directory: its key is a configured secret")
+@pytest.mark.native_only("the edge hosts have no data directory: their key is a configured secret")
 def test_the_signing_key_is_generated_into_the_data_dir_readable_by_its_owner_only(reg, signing_key):
     path = reg.data_dir / "token-key.paserk"
     assert path.stat().st_mode & 0o777 == 0o600
@@ -1366,14 +1366,15 @@ def test_basic_credentials_without_a_colon_are_refused(world):
 def test_no_secret_reaches_any_log(world, module_registry_factory):
     """Runs last in this module: every access token, its secret, the Basic credentials, every
     bearer and refresh token and the signing keys handed out above are absent from the logs of
-    every registry (at debug level; the Worker's are Miniflare's and workerd's), the CLI's stderr
+    every registry (at debug level; the Worker's are Miniflare's and workerd's, the Spin component's the test host's), the CLI's stderr
     and, under E2E_METADATA=neon, the SQL gateway's log."""
     logs = [s.log_path for s in module_registry_factory.started]
     logs += sorted(module_registry_factory.root.glob("cli-*.log"))
     logs += [g.log_path for g in neon_gateway.ALL_GATEWAYS if getattr(g, "log_path", None)]
     texts = {str(p): Path(p).read_text(errors="replace") for p in logs if Path(p).exists()}
-    # The native host's request span, or Miniflare's request line (without the query).
-    token_request = "GET /token " if cloudflare_host.CLOUDFLARE else 'path="/token"'
+    # The native host's request span, or the edge harness's request line (Miniflare's without the
+    # query, the Spin test host's with it).
+    token_request = "GET /token" if cloudflare_host.EDGE else 'path="/token"'
     assert any(token_request in t for t in texts.values()), "the registry logs do not show the token requests"
     secrets = set(authkit.ISSUED)
     for secret in list(secrets):

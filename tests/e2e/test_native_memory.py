@@ -16,13 +16,13 @@ import time
 
 import pytest
 
-from cloudflare_host import CLOUDFLARE
+from cloudflare_host import EDGE
 from ocihttp import MIB, OciClient, uploaded_size
 
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.openregistry_only,
-    pytest.mark.skipif(CLOUDFLARE, reason="measures the native server (test_worker_memory.py measures workerd)"),
+    pytest.mark.skipif(EDGE, reason="measures the native server (test_worker_memory.py measures workerd)"),
 ]
 
 LAYER = 400 * MIB

@@ -10,6 +10,7 @@ pub mod auth;
 pub mod body;
 pub mod config;
 pub mod digest;
+pub mod edge;
 pub mod error;
 pub mod manifest;
 pub mod memory;
