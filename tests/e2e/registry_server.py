@@ -119,7 +119,7 @@ class RegistryServer(LogFile):
                 raise RegistryStartError(str(exc)) from exc
         if self.is_spin:
             try:
-                return spin_host.command(self.host, self.data_dir)
+                return spin_host.command(self.host, self.data_dir, self.env.get("E2E_SPIN_HOST_ARGS", ""))
             except spin_host.SpinError as exc:
                 raise RegistryStartError(str(exc)) from exc
         if self.kind == "openregistry":

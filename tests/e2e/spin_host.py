@@ -28,14 +28,15 @@ class SpinError(RuntimeError):
     pass
 
 
-def command(listen: str, data_dir: Path) -> list[str]:
-    """The test host's command line for one component instance pool on ``listen`` (host:port)."""
+def command(listen: str, data_dir: Path, host_args: str = "") -> list[str]:
+    """The test host's command line for the component on ``listen`` (host:port); ``host_args`` are
+    extra test-host options (e.g. Akamai Functions' limits: ``--max-body-bytes 10485760``)."""
     for path, how in ((TEST_HOST, DEPS_SCRIPT), (COMPONENT, BUILD_SCRIPT)):
         if not path.exists():
             raise SpinError(f"{path} is missing: run {how.relative_to(REPO_ROOT)} "
                             f"(E2E_BUILD_SPIN=1 makes the suite run it)")
     return [str(TEST_HOST), "--manifest", str(MANIFEST), "--wasm", str(COMPONENT),
-            "--listen", listen, "--kv-dir", str(data_dir / "kv")]
+            "--listen", listen, "--kv-dir", str(data_dir / "kv"), *host_args.split()]
 
 
 def variables(env: dict[str, str]) -> dict[str, str]:

@@ -1,4 +1,6 @@
-//! Settings from wrangler `[vars]` and secrets, under the native host's names.
+//! Settings from wrangler `[vars]` and secrets, under the native host's names. The settings every
+//! edge host shares are read by `openregistry::edge::EdgeSettings`; this module adds the Worker's own
+//! (the Cache API, the KV lag switch) and how a secret is set with wrangler.
 //!
 //! | name | kind | meaning |
 //! |---|---|---|
@@ -27,9 +29,8 @@
 //! non-loopback address without authentication, a Worker (reachable by anyone) answers 503 unless
 //! `OPENREGISTRY_AUTH=true` (with a token key) or, deliberately, `OPENREGISTRY_OPEN=true`.
 
-use std::time::Duration;
-
 use js_sys::Reflect;
+use openregistry::edge::{EdgeSettings, SettingSource};
 use wasm_bindgen::JsValue;
 use worker::Env;
 
@@ -44,30 +45,11 @@ pub const DEFAULT_CACHE_MAX_BYTES: u64 = 32 * 1024 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
-    pub database_url: String,
-    pub database_endpoint: Option<String>,
-    pub database_timeout: Duration,
-    pub portal: String,
-    pub portal_api_key: Option<String>,
-    pub portal_timeout: Duration,
-    pub blob_redirect: bool,
-    pub chunk_min: Option<u64>,
-    pub chunk_max: Option<u64>,
+    /// Database, portal, chunk limits, authentication: what every edge host reads.
+    pub edge: EdgeSettings,
     pub edge_cache: bool,
     pub edge_cache_max_bytes: u64,
-    pub auth: Option<AuthConfig>,
     pub test_kv_lag: bool,
-}
-
-/// Authentication settings (`OPENREGISTRY_AUTH=true`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AuthConfig {
-    pub token_key: String,
-    /// `OPENREGISTRY_TOKEN_PUBLIC_KEYS` as given; the core parses it.
-    pub public_keys: Option<String>,
-    pub service: String,
-    pub public_url: Option<String>,
-    pub token_ttl: Duration,
 }
 
 /// A setting's value as text; unset or empty is `None`. `[vars]` may hold numbers and booleans.
@@ -90,8 +72,17 @@ fn text(env: &Env, name: &str) -> Option<String> {
     (!text.is_empty()).then_some(text)
 }
 
-fn required(env: &Env, name: &str, how: &str) -> Result<String, String> {
-    text(env, name).ok_or_else(|| format!("{name} is not set: {how}"))
+/// The Worker's bindings as a source of settings.
+struct Vars<'a>(&'a Env);
+
+impl SettingSource for Vars<'_> {
+    fn get(&self, name: &str) -> Option<String> {
+        text(self.0, name)
+    }
+
+    fn how_to_set_secret(&self, name: &str) -> String {
+        format!("set it with `wrangler secret put {name}` (or in [vars] if it is not a secret)")
+    }
 }
 
 fn parse_bool(name: &str, value: Option<String>, default: bool) -> Result<bool, String> {
@@ -103,120 +94,22 @@ fn parse_bool(name: &str, value: Option<String>, default: bool) -> Result<bool, 
     }
 }
 
-fn parse_u64(name: &str, value: Option<String>) -> Result<Option<u64>, String> {
-    value
-        .map(|v| {
-            v.parse::<u64>()
-                .map_err(|_| format!("{name} must be a whole number, not {v:?}"))
-        })
-        .transpose()
-}
-
 impl Settings {
     /// Reads and checks every setting; the error names the first bad one.
     pub fn from_env(env: &Env) -> Result<Self, String> {
-        let database_url = required(
-            env,
-            "OPENREGISTRY_DATABASE_URL",
-            "the Worker keeps metadata in Postgres over HTTP (Neon) and has no embedded default; \
-             set it with `wrangler secret put OPENREGISTRY_DATABASE_URL`",
-        )?;
-        let portal = required(
-            env,
-            "OPENREGISTRY_SKYNET_PORTAL",
-            "the Worker keeps blobs on a Skynet portal and has no embedded default; \
-             set it with `wrangler secret put OPENREGISTRY_SKYNET_PORTAL` (or in [vars])",
-        )?;
-        if !(portal.starts_with("https://") || portal.starts_with("http://")) {
-            return Err(format!(
-                "OPENREGISTRY_SKYNET_PORTAL must be an http(s) URL, not {portal:?}"
-            ));
-        }
-        let database_timeout = parse_u64(
-            "OPENREGISTRY_DATABASE_TIMEOUT_MS",
-            text(env, "OPENREGISTRY_DATABASE_TIMEOUT_MS"),
-        )?
-        .unwrap_or(10_000);
-        let chunk_min = parse_u64(
-            "OPENREGISTRY_CHUNK_MIN_LENGTH",
-            text(env, "OPENREGISTRY_CHUNK_MIN_LENGTH"),
-        )?;
-        let chunk_max = parse_u64(
-            "OPENREGISTRY_CHUNK_MAX_LENGTH",
-            text(env, "OPENREGISTRY_CHUNK_MAX_LENGTH"),
-        )?
-        .or(Some(DEFAULT_CHUNK_MAX))
-        .filter(|max| *max > 0);
-        if let (Some(min), Some(max)) = (chunk_min, chunk_max) {
-            if min > max {
-                return Err(format!(
-                    "OPENREGISTRY_CHUNK_MIN_LENGTH ({min}) is larger than OPENREGISTRY_CHUNK_MAX_LENGTH ({max})"
-                ));
-            }
-        }
-        let auth = if parse_bool("OPENREGISTRY_AUTH", text(env, "OPENREGISTRY_AUTH"), false)? {
-            Some(AuthConfig {
-                token_key: required(
-                    env,
-                    "OPENREGISTRY_TOKEN_KEY",
-                    "OPENREGISTRY_AUTH=true needs the PASERK k4.secret key tokens are signed with; \
-                     make one with `scripts/token-key` and set it with \
-                     `wrangler secret put OPENREGISTRY_TOKEN_KEY`",
-                )?,
-                public_keys: text(env, "OPENREGISTRY_TOKEN_PUBLIC_KEYS"),
-                service: text(env, "OPENREGISTRY_SERVICE").unwrap_or_else(|| "openregistry".into()),
-                public_url: text(env, "OPENREGISTRY_PUBLIC_URL"),
-                token_ttl: Duration::from_secs(
-                    parse_u64(
-                        "OPENREGISTRY_TOKEN_TTL_SECONDS",
-                        text(env, "OPENREGISTRY_TOKEN_TTL_SECONDS"),
-                    )?
-                    .unwrap_or(300),
-                ),
-            })
-        } else {
-            if !parse_bool("OPENREGISTRY_OPEN", text(env, "OPENREGISTRY_OPEN"), false)? {
-                return Err(
-                    "authentication is off and a Worker is reachable by anyone, who could \
-                            then push and delete: set OPENREGISTRY_AUTH=true (with the secret \
-                            OPENREGISTRY_TOKEN_KEY), or OPENREGISTRY_OPEN=true if an open \
-                            registry is really what you want"
-                        .into(),
-                );
-            }
-            None
-        };
         Ok(Self {
-            auth,
-            database_url,
-            database_endpoint: text(env, "OPENREGISTRY_DATABASE_HTTP_ENDPOINT"),
-            database_timeout: Duration::from_millis(database_timeout),
-            portal,
-            portal_api_key: text(env, "OPENREGISTRY_SKYNET_API_KEY"),
-            portal_timeout: Duration::from_millis(
-                parse_u64(
-                    "OPENREGISTRY_SKYNET_TIMEOUT_MS",
-                    text(env, "OPENREGISTRY_SKYNET_TIMEOUT_MS"),
-                )?
-                .unwrap_or(300_000),
-            ),
-            blob_redirect: parse_bool(
-                "OPENREGISTRY_BLOB_REDIRECT",
-                text(env, "OPENREGISTRY_BLOB_REDIRECT"),
-                false,
-            )?,
-            chunk_min,
-            chunk_max,
+            edge: EdgeSettings::read(&Vars(env), Some(DEFAULT_CHUNK_MAX))?,
             edge_cache: parse_bool(
                 "OPENREGISTRY_EDGE_CACHE",
                 text(env, "OPENREGISTRY_EDGE_CACHE"),
                 true,
             )?,
-            edge_cache_max_bytes: parse_u64(
-                "OPENREGISTRY_EDGE_CACHE_MAX_BYTES",
-                text(env, "OPENREGISTRY_EDGE_CACHE_MAX_BYTES"),
-            )?
-            .unwrap_or(DEFAULT_CACHE_MAX_BYTES),
+            edge_cache_max_bytes: match text(env, "OPENREGISTRY_EDGE_CACHE_MAX_BYTES") {
+                None => DEFAULT_CACHE_MAX_BYTES,
+                Some(v) => v.parse().map_err(|_| {
+                    format!("OPENREGISTRY_EDGE_CACHE_MAX_BYTES must be a whole number, not {v:?}")
+                })?,
+            },
             test_kv_lag: parse_bool(
                 "OPENREGISTRY_TEST_KV_LAG",
                 text(env, "OPENREGISTRY_TEST_KV_LAG"),

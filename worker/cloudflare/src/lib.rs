@@ -12,20 +12,16 @@
 mod config;
 mod fetch;
 mod kv;
-mod store;
 mod streams;
 
 use std::sync::Arc;
 
 use http::{header, Method, StatusCode};
 use js_sys::{Promise, Reflect};
-use openregistry::auth::token::Signer;
-use openregistry::auth::AuthSettings;
 use openregistry::body::Body;
-use openregistry::neon::{NeonConfig, NeonSql};
-use openregistry::ports::{Clock, HttpClient, Kv, Ports, Random, Unavailable};
-use openregistry::skynet::{SkynetConfig, SkynetStore};
-use openregistry::{Config, Registry, RegistryError};
+use openregistry::edge::misconfigured;
+use openregistry::ports::{Clock, Random};
+use openregistry::Registry;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use worker::{event, Context, Env};
@@ -33,7 +29,6 @@ use worker::{event, Context, Env};
 use crate::config::{Settings, KV_BINDING};
 use crate::fetch::{declared_len, http_headers, js_headers, FetchClient};
 use crate::kv::WorkersKv;
-use crate::store::EdgeStore;
 use crate::streams::{js_error, to_js, RequestBody};
 
 /// `Date.now()`: `SystemTime::now` panics on wasm32-unknown-unknown.
@@ -80,57 +75,16 @@ fn note_memory_growth() {
     });
 }
 
-/// The core's OCI error answer for a request the Worker cannot serve (bad configuration).
-fn unavailable(message: String) -> http::Response<Body> {
-    RegistryError::Unavailable(Unavailable::new("configuration", message)).into_response()
-}
-
 fn registry(settings: &Settings, env: &Env) -> Result<Registry, String> {
     let store = env
         .kv(KV_BINDING)
         .map_err(|e| format!("the KV namespace binding {KV_BINDING} is missing: {e}"))?;
-    let kv: Arc<dyn Kv> = Arc::new(WorkersKv::new(store, settings.test_kv_lag));
-    let http: Arc<dyn HttpClient> = Arc::new(FetchClient);
-    let mut neon = NeonConfig::new(
-        &settings.database_url,
-        settings.database_endpoint.as_deref(),
+    settings.edge.registry(
+        Arc::new(WorkersKv::new(store, settings.test_kv_lag)),
+        Arc::new(FetchClient),
+        Arc::new(JsClock),
+        Arc::new(JsRandom),
     )
-    .map_err(|e| format!("OPENREGISTRY_DATABASE_URL: {e}"))?;
-    neon.timeout = settings.database_timeout;
-    let mut skynet = SkynetConfig::new(&settings.portal, settings.portal_api_key.clone());
-    skynet.timeout = settings.portal_timeout;
-    let config = Config {
-        redirect_blob_downloads: settings.blob_redirect,
-        ..Config::default()
-    };
-    let blobs = EdgeStore {
-        inner: SkynetStore::new(http.clone(), kv.clone(), skynet),
-        min: settings.chunk_min,
-        max: settings.chunk_max,
-    };
-    let ports = Ports {
-        kv,
-        sql: Arc::new(NeonSql::new(http.clone(), neon)),
-        blobs: Arc::new(blobs),
-        http,
-        clock: Arc::new(JsClock),
-        random: Arc::new(JsRandom),
-    };
-    let mut registry = Registry::new(ports, config);
-    if let Some(auth) = &settings.auth {
-        let signer = Signer::from_paserk(&auth.token_key)
-            .map_err(|e| format!("OPENREGISTRY_TOKEN_KEY: {e}"))?;
-        let mut core = AuthSettings::new(&auth.service, signer)
-            .map_err(|e| format!("OPENREGISTRY_TOKEN_KEY: {e}"))?;
-        core.public_url = auth.public_url.clone();
-        core.token_ttl = auth.token_ttl;
-        if let Some(list) = &auth.public_keys {
-            core.accept_public_keys(list)
-                .map_err(|e| format!("OPENREGISTRY_TOKEN_PUBLIC_KEYS: {e}"))?;
-        }
-        registry = registry.with_auth(core);
-    }
-    Ok(registry)
 }
 
 /// `/path?query` of an absolute URL.
@@ -255,7 +209,7 @@ async fn fetch(
         Ok(response) => return Ok(response),
         Err(message) => {
             worker::console_error!("openregistry: {message}");
-            unavailable(message)
+            misconfigured(message)
         }
     };
     js_response(response, is_head).map_err(worker::Error::from)
@@ -280,7 +234,7 @@ async fn serve(
     // With authentication on, whether a caller may read a blob is the core's decision, made per
     // request: an edge cache in front of it would hand private content to anyone. So the Cache API
     // is used only for open registries.
-    let cache = if settings.edge_cache && settings.auth.is_none() && by_digest(&path) {
+    let cache = if settings.edge_cache && settings.edge.auth.is_none() && by_digest(&path) {
         default_cache()
     } else {
         None
