@@ -1,6 +1,6 @@
 // Test stand-in for Neon's "SQL over HTTP" proxy (POST /sql), in front of a real PostgreSQL.
 //
-// Owns: the wire protocol of shared/reference/neon-http.md sections 0.2 and 1-7 (routes, headers,
+// Owns: the wire protocol of the reference notes neon-http.md sections 0.2 and 1-7 (routes, headers,
 // connection-string parsing, body shapes, extended-protocol execution, batch transactions, result
 // and error JSON, size limits) plus test-only endpoints under /__test/ (request count, delay).
 // Every POST /sql gets a NEW PostgreSQL connection, closed afterwards, so no session state survives.

@@ -1,6 +1,6 @@
 // Test stand-in for a Skynet portal (nginx + skyd + tusd), on 127.0.0.1 only.
 //
-// Owns: the portal HTTP API of shared/reference/skynet.md sections 2-5, 7 and 8 as the official
+// Owns: the portal HTTP API of the reference notes skynet.md sections 2-5, 7 and 8 as the official
 // SDKs and our registry use it: POST /skynet/skyfile (multipart or raw, chunked bodies), TUS 1.0.0
 // at /skynet/tus (creation, creation-with-upload, concatenation, skyd's 40 MiB chunk rule),
 // downloads (/<skylink>[/path], /file/<skylink>, base32 subdomains; Range, ETag), metadata, pin,

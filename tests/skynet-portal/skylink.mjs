@@ -1,4 +1,4 @@
-// Skylink arithmetic for the Skynet portal stand-in (shared/reference/skynet.md section 5).
+// Skylink arithmetic for the Skynet portal stand-in (the reference notes skynet.md section 5).
 //
 // Owns: the v1 skylink format (bitfield with offset/fetch size, base64url and base32hex forms,
 // parsing and validation as skyd does), the Sia merkle root of a 4 MiB sector (BLAKE2b-256,
