@@ -1,5 +1,6 @@
 """scripts/bench: OpenRegistry (native, embedded defaults) side by side with CNCF Distribution,
-against the machine's own limits measured in the same run.
+against the machine's own limits measured in the same run; and the Cloudflare Worker in workerd
+(through local stand-ins of its backends, bench/edge.py) next to the native server.
 
 Run through scripts/bench, which installs the tools and builds the binaries first. Benchmarks are
 not tests: nothing here fails on a number. Each workload runs in rounds, alternating the two
@@ -29,11 +30,12 @@ from typing import Callable, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import edge  # noqa: E402
 import oci  # noqa: E402
 import report  # noqa: E402
 import servers  # noqa: E402
 from httpc import Connection, FileSlice  # noqa: E402
-from results import DIST, LABELS, OR, Results  # noqa: E402
+from results import DIST, LABELS, OR, WORKER, Results  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -58,13 +60,16 @@ class Plan:
     rss_push_mib: int = 2048
     rss_rounds: int = 1
     skopeo_layer_mibs: tuple[int, ...] = (100, 80, 60, 40, 20)
+    worker_push_mib: int = 200
+    worker_connections: int = 16
     quick: bool = False
 
 
 QUICK = Plan(rounds=1, layer_mib=32, load_seconds=1.0, tags=500, tag_rounds=1,
-             concurrent_mib=8, rss_push_mib=256, skopeo_layer_mibs=(10, 8, 6, 4, 2), quick=True)
+             concurrent_mib=8, rss_push_mib=256, skopeo_layer_mibs=(10, 8, 6, 4, 2),
+             worker_push_mib=32, quick=True)
 
-WORKLOADS = ("limits", "push", "concurrent", "pull", "requests", "tags", "rss", "skopeo")
+WORKLOADS = ("limits", "push", "concurrent", "pull", "requests", "tags", "rss", "skopeo", "worker")
 
 
 def log(msg: str) -> None:
@@ -164,18 +169,28 @@ class Bench:
         log(f"limit sha256: {value:.0f} MB/s")
 
     def limit_disk(self, _round: int = 0) -> None:
-        """Durable write of the layer's size: dd from the (cached) layer file, fsync at the end."""
-        r = self.r.limit("disk_write", f"durable disk write of {self.plan.layer_mib} MiB (dd, fsync)", "MB/s")
+        """Durable write of the layer's size: dd from the (cached) layer file, fsync at the end, in
+        4 MiB and in 256 KiB blocks; the limit is the faster. The block size matters on VMs whose
+        memory the host takes back: the page cache gets large folios for large writes, and those
+        can be several times slower to fill (docs/benchmarks.md, Method: Limits)."""
+        mib = self.plan.layer_mib
+        r = self.r.limit("disk_write", f"durable disk write of {mib} MiB (dd, fsync; the faster block size)", "MB/s")
         src, _, size = self.layer()
         dst = self.workdir / "dd.bin"
-        os.sync()
-        t = time.perf_counter()
-        subprocess.run(["dd", f"if={src}", f"of={dst}", "bs=4M", "conv=fsync"],
-                       capture_output=True, timeout=600, check=True)
-        secs = time.perf_counter() - t
-        dst.unlink()
-        r.add("machine", size / secs / MB)
-        log(f"limit disk write: {size / secs / MB:.1f} MB/s")
+        speeds = []
+        for bs in ("4M", "256K"):
+            lim = self.r.limit(f"disk_write_{bs.lower()}", f"durable disk write of {mib} MiB, dd bs={bs} conv=fsync",
+                               "MB/s")
+            os.sync()
+            t = time.perf_counter()
+            subprocess.run(["dd", f"if={src}", f"of={dst}", f"bs={bs}", "conv=fsync"],
+                           capture_output=True, timeout=600, check=True)
+            secs = time.perf_counter() - t
+            dst.unlink()
+            lim.add("machine", size / secs / MB)
+            speeds.append(size / secs / MB)
+        r.add("machine", max(speeds))
+        log(f"limit disk write: {speeds[0]:.1f} MB/s (bs=4M), {speeds[1]:.1f} MB/s (bs=256K)")
 
     def limit_fsync(self, _round: int = 0) -> None:
         """Durable small writes: 4 KiB pwrite + fdatasync into a preallocated file, for one second."""
@@ -658,27 +673,112 @@ class Bench:
 
         self.alternate("skopeo", p.rounds, each)
 
-    # -- the worker hook ----------------------------------------------------------------
+    # -- the Cloudflare Worker ----------------------------------------------------------
 
     def run_worker(self) -> None:
-        """HOOK (issue 5): the Cloudflare Worker in workerd, measured like the native server.
+        """The Worker in workerd with the local stand-ins of its backends (bench/edge.py), next to
+        the native server on its embedded defaults, in alternating rounds: a streamed push of one
+        layer with the RSS sampled during it, and manifest HEADs at `worker_connections`; then
+        the bundle size (scripts/worker-size). A fresh portal, database and Worker per round."""
+        p = self.plan
+        conns = p.worker_connections
+        size = p.worker_push_mib * MIB
+        self.r.metric("worker_push", f"push of a {p.worker_push_mib} MiB layer streamed in one PATCH "
+                      "(chunked encoding)", "MB/s", "higher", "worker")
+        self.r.metric("worker_rss_idle", "RSS after start and a small image push (Worker: workerd)", "MiB",
+                      "lower", "worker")
+        self.r.metric("worker_rss_peak", f"peak RSS during the {p.worker_push_mib} MiB push (sampled every "
+                      "50 ms; Worker: workerd)", "MiB", "lower", "worker")
+        self.r.metric(f"worker_head_c{conns}_rps", f"manifest HEAD by tag, {conns} conn.: requests/s", "req/s",
+                      "higher", "worker")
+        self.r.metric(f"worker_head_c{conns}_p50", f"manifest HEAD by tag, {conns} conn.: p50 latency", "ms",
+                      "lower", "worker")
+        self.r.metric(f"worker_head_c{conns}_p99", f"manifest HEAD by tag, {conns} conn.: p99 latency", "ms",
+                      "lower", "worker")
+        checks = self.r.checks.setdefault("worker", [])
+        try:
+            edge.setup(log)
+            stack = edge.EdgeStack(self.workdir, self.or_bin)
+        except edge.EdgeUnavailable as exc:
+            self.r.notes["worker"] = f"Cloudflare Worker: not measured: {exc}"
+            log(self.r.notes["worker"])
+            return
+        path, digest = self.random_file("worker-layer.bin", size)
+        pieces = [FileSlice(str(path), off, min(8 * MIB, size - off)) for off in range(0, size, 8 * MIB)]
 
-        Runs only with --with-worker, and only when tests/cloudflare/mf-serve.mjs and a built Worker
-        (worker/cloudflare/build/index.js) exist. Not implemented yet: the Worker needs its
-        backends (PostgreSQL over the Neon gateway stand-in, the Skynet portal stand-in), which
-        scripts/dev-edge and tests/e2e/cloudflare_host.py start. To add it: a servers.Server
-        subclass whose command() is cloudflare_host.worker_command(host, data_dir) with those
-        backends running, then call the run_* workloads with it as a third target.
-        """
-        mf = REPO / "tests" / "cloudflare" / "mf-serve.mjs"
-        built = REPO / "worker" / "cloudflare" / "build" / "index.js"
-        missing = [str(x.relative_to(REPO)) for x in (mf, built) if not x.exists()]
-        if missing:
-            self.r.notes["worker"] = f"--with-worker: skipped, missing {', '.join(missing)}"
-        else:
-            self.r.notes["worker"] = ("--with-worker: the Worker is built, but its benchmark is a hook "
-                                      "not implemented yet (bench/bench.py, Bench.run_worker)")
-        log(self.r.notes["worker"])
+        def each(i: int, target: str) -> None:
+            portal: Optional[servers.Server] = None
+            if target == WORKER:
+                s, portal = stack.worker()
+                rss = s.workerd_rss_kib  # type: ignore[attr-defined]
+            else:
+                s = self.server(OR, "worker-compare")
+
+                def rss() -> Optional[int]:
+                    return s.rss_kib().get("VmRSS")
+            try:
+                with Connection(s.port) as c:
+                    oci.small_image(c, "bench/worker", "latest")
+                idle = rss()
+                h = self.load("loadgen", f"http://{s.host}/v2/bench/worker/manifests/latest", "HEAD", conns,
+                              p.load_seconds, oci.OCI_MANIFEST)
+                peak = [idle or 0]
+                done = threading.Event()
+
+                def sample() -> None:
+                    while not done.is_set():
+                        peak[0] = max(peak[0], rss() or 0)
+                        done.wait(0.05)
+
+                sampler = threading.Thread(target=sample, daemon=True)
+                with Connection(s.port) as c:
+                    os.sync()
+                    sampler.start()
+                    try:
+                        t = time.perf_counter()
+                        oci.push_streamed(c, "bench/worker", pieces, digest)
+                        secs = time.perf_counter() - t
+                    finally:
+                        done.set()
+                        sampler.join()
+                    got = oci.expect(c.request("HEAD", f"/v2/bench/worker/blobs/{digest}"), 200,
+                                     what="HEAD pushed blob")
+                    length = got.header("content-length")
+                if length != str(size):
+                    raise RuntimeError(f"HEAD of the pushed blob says Content-Length {length}, not {size}")
+                checks.append(f"round {i + 1} {LABELS[target]}: the {p.worker_push_mib} MiB streamed push answered "
+                              f"201 and the blob is there with its size")
+                self.r.add("worker_push", target, size / secs / MB)
+                self.r.add(f"worker_head_c{conns}_rps", target, h["rps"])
+                self.r.add(f"worker_head_c{conns}_p50", target, h["latency_us"]["p50"] / 1000)
+                self.r.add(f"worker_head_c{conns}_p99", target, h["latency_us"]["p99"] / 1000)
+                if idle:
+                    self.r.add("worker_rss_idle", target, idle / 1024)
+                    self.r.add("worker_rss_peak", target, peak[0] / 1024)
+                log(f"worker round {i + 1} {LABELS[target]}: push {size / secs / MB:.0f} MB/s, HEAD c={conns} "
+                    f"{h['rps']:.0f} req/s p99 {h['latency_us']['p99'] / 1000:.2f} ms, RSS idle "
+                    f"{(idle or 0) / 1024:.0f} MiB peak {peak[0] / 1024:.0f} MiB")
+            finally:
+                s.wipe()
+                if portal is not None:
+                    portal.wipe()
+
+        try:
+            for i in range(p.rounds):
+                for target in (WORKER, OR):
+                    self.guard(f"worker {LABELS[target]} round {i + 1}", lambda: each(i, target))
+        finally:
+            stack.close()
+
+        def bundle() -> None:
+            b = edge.bundle_size()
+            self.r.metric("worker_bundle_gzip", "bundle uploaded (JS + WASM module), gzip -9", "KiB", "lower",
+                          "worker").add(WORKER, b["gzip_total"] / 1024)
+            self.r.metric("worker_bundle_raw", "bundle uploaded (JS + WASM module), raw", "KiB", "lower",
+                          "worker").add(WORKER, (b["js_raw"] + b["wasm_raw"]) / 1024)
+            log(f"worker bundle: {b['gzip_total'] / 1024:.0f} KiB gzip, {(b['js_raw'] + b['wasm_raw']) / 1024:.0f} KiB raw")
+
+        self.guard("worker bundle size", bundle)
 
 
 # -- machine description ---------------------------------------------------------------
@@ -750,14 +850,17 @@ def main() -> int:
                     help="small sizes, one round (results in target/bench/, as for --only/--skip: docs/ "
                     "is only written by complete full runs)")
     ap.add_argument("--rounds", type=int, help="rounds per workload (default 3; 1 with --quick)")
+    ap.add_argument("--connections", help="comma-separated connection counts of the requests workload "
+                    "(default 1,16,64), e.g. --only requests --connections 64 for a focused run")
     ap.add_argument("--only", help=f"comma-separated workloads to run, of: {','.join(WORKLOADS)}")
     ap.add_argument("--skip", help="comma-separated workloads to skip")
     ap.add_argument("--out", type=Path, help="where the JSON, markdown and chart go "
                     "(default: docs/ for a full run, target/bench/ with --quick)")
     ap.add_argument("--workdir", type=Path, help="scratch directory (default: a new one under $TMPDIR)")
     ap.add_argument("--keep-workdir", action="store_true", help="keep the scratch directory and server logs")
-    ap.add_argument("--with-worker", action="store_true",
-                    help="also the Cloudflare Worker in workerd (hook; needs tests/cloudflare/mf-serve.mjs and a built worker)")
+    ap.add_argument("--no-worker", action="store_true",
+                    help="skip the Cloudflare Worker (same as --skip worker; by default it is measured when its "
+                    "toolchain can be installed, and reported as not measured otherwise)")
     ap.add_argument("--deadline-minutes", type=float, default=30.0, help="abort the whole run after this long")
     ap.add_argument("--render", type=Path, metavar="JSON",
                     help="measure nothing: redraw the table, markdown and chart from a run's JSON "
@@ -773,8 +876,15 @@ def main() -> int:
     if args.rounds:
         plan.rounds = args.rounds
         plan.tag_rounds = min(plan.tag_rounds, args.rounds) if not args.quick else args.rounds
+    if args.connections:
+        try:
+            plan.connections = tuple(int(c) for c in args.connections.split(","))
+        except ValueError:
+            ap.error(f"--connections: not a list of numbers: {args.connections!r}")
     only = set(WORKLOADS) if not args.only else set(args.only.split(","))
     only -= set(args.skip.split(",")) if args.skip else set()
+    if args.no_worker:
+        only.discard("worker")
     unknown = only - set(WORKLOADS)
     if unknown:
         ap.error(f"unknown workloads {sorted(unknown)}")
@@ -788,8 +898,9 @@ def main() -> int:
     }
     or_bin = Path(os.environ["OPENREGISTRY_BIN"])
     dist_bin = Path(os.environ.get("DISTRIBUTION_BIN", "/usr/bin/docker-registry"))
-    # docs/ only gets complete runs; quick and partial runs go to target/bench/.
-    partial = plan.quick or only != set(WORKLOADS)
+    # docs/ only gets complete runs (with or without the Worker); quick and partial runs go to
+    # target/bench/.
+    partial = plan.quick or only - {"worker"} != set(WORKLOADS) - {"worker"} or bool(args.connections)
     out_dir = args.out or (REPO / "target" / "bench" if partial else REPO / "docs")
     out_dir.mkdir(parents=True, exist_ok=True)
     base = args.workdir or Path(tempfile.gettempdir())
@@ -824,13 +935,14 @@ def main() -> int:
             ("tags", bench.run_tags),
             ("rss", bench.run_rss),
             ("skopeo", bench.run_skopeo),
+            ("worker", bench.run_worker),
         ]
         for name, fn in steps:
             if name in only:
                 log(f"== {name}")
                 bench.guard(name, fn)
-        if args.with_worker:
-            bench.run_worker()
+        if "worker" not in only:
+            bench.r.notes["worker"] = "Cloudflare Worker: not measured (--no-worker or --skip worker)"
     except (KeyboardInterrupt, Deadline) as exc:
         bench.r.errors.append(f"run interrupted: {exc}")
         log(f"interrupted: {exc}")

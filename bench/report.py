@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from results import DIST, LABELS, OR, Metric, Results, evaluate_targets
+from results import DIST, LABELS, OR, WORKER, Metric, Results, evaluate_targets
 
 SECTIONS = [
     ("push", "Blob push"),
@@ -65,7 +65,18 @@ def cell(m: Metric, target: str) -> str:
 
 
 def ratio(v: Optional[float]) -> str:
-    return "–" if v is None else f"{v:.2f}×"
+    if v is None:
+        return "–"
+    return f"{v:.2g}×" if v < 0.1 else f"{v:.2f}×"
+
+
+WORKER_TITLE = "Cloudflare Worker in workerd, through local stand-ins of its backends"
+WORKER_HEADER = ["workload", "unit", LABELS[WORKER], "OpenRegistry native", "Worker vs native"]
+
+
+def worker_rows(r: Results) -> list[list[str]]:
+    return [[m.label, m.unit, cell(m, WORKER), cell(m, OR), ratio(r.worker_vs_native(m))]
+            for m in r.metrics.values() if m.section == "worker" and m.samples]
 
 
 def rows(r: Results) -> list[tuple[str, list[list[str]]]]:
@@ -111,6 +122,14 @@ def print_table(r: Results, meta: dict, file=sys.stdout) -> None:
         print(f"-- {title}", file=file)
         for row in body:
             print(line(row), file=file)
+    worker = worker_rows(r)
+    if worker:
+        wwidths = [max(len(row[i]) for row in [WORKER_HEADER] + worker) for i in range(len(WORKER_HEADER))]
+        wwidths[0] = min(wwidths[0], 72)
+        print(f"-- {WORKER_TITLE}", file=file)
+        for row in [WORKER_HEADER] + worker:
+            print("  ".join((t if len(t) <= wwidths[i] else t[: wwidths[i] - 1] + "…").ljust(wwidths[i]) if i < 2
+                            else t.rjust(wwidths[i]) for i, t in enumerate(row)), file=file)
     print("-- machine limits", file=file)
     for m in r.limits.values():
         if m.samples:
@@ -209,13 +228,18 @@ METHOD = """\
 
 `scripts/bench` installs what it needs (Debian's `docker-registry`, `wrk`, `nginx-light`,
 `openssl`, `skopeo`; a venv with matplotlib under `~/.cache/openregistry/bench-venv`), builds the
-release binary and `bench/loadgen.c`, and runs `bench/bench.py`. Every server is started by the
-script on a free port of 127.0.0.1 and stopped by its PID. Scratch data lives in a new directory
-under `$TMPDIR`, on the same filesystem as the registries' data.
+release binary and `bench/loadgen.c`, and runs `bench/bench.py`, which for the Worker runs
+`scripts/neon-gateway-deps`, `scripts/skynet-portal-deps`, `scripts/cloudflare-deps` and
+`scripts/build-worker` (tools cached under `~/.cache/openregistry`; if any of them fails, the
+Worker is reported as not measured and the rest of the run goes on). Every server is started by
+the script on a free port of 127.0.0.1 and stopped by its PID. Scratch data lives in a new
+directory under `$TMPDIR`, on the same filesystem as the registries' data.
 
 **The two registries.** OpenRegistry is `openregistry serve --listen 127.0.0.1:PORT --data-dir DIR`
 with nothing else: blobs as files, metadata and upload sessions in SQLite (WAL,
-`synchronous=FULL`), one log line per request on stderr (to a file). Distribution is Debian's
+`synchronous=FULL`; queries run on read-only connections on the async workers, writes on one
+writer connection on the blocking pool), one log line per request on stderr (to a file; buffered
+and written in batches by a thread of its own). Distribution is Debian's
 `docker-registry` (CNCF Distribution 2.8) with `storage.filesystem.rootdirectory` in a scratch
 directory, `delete.enabled: true`, `cache.blobdescriptor: inmemory` (as in Debian's packaged
 config), upload purging off, `http.addr: 127.0.0.1:PORT`, access log and info log on (to a file).
@@ -224,7 +248,8 @@ of manifest GETs shows about half of its CPU in `App.context` → `v2.NewURLBuil
 which builds the whole URL router, compiling its regular expressions, for every request.
 
 **Durability is not the same.** Traced with `strace -f -e trace=fsync,fdatasync,rename`:
-OpenRegistry `fdatasync`s every appended upload, `fsync`s the finished file, renames it into
+OpenRegistry `fdatasync`s every appended upload (and, during an append, starts an `fdatasync` in
+the background every 32 MiB, so the final one is short), `fsync`s the finished file, renames it into
 `blobs/` and `fsync`s that directory, then commits SQLite (one WAL `fsync` per commit); a manifest
 or tag `PUT` is one SQLite commit. Distribution `fsync`s the content of every file it writes (upload
 data, hash states, `link` files; each twice, on commit and on close) but never a directory: the
@@ -273,14 +298,42 @@ wrk on the same nginx GET at 64 connections ("loadgen/wrk" in the limits). skope
   chunked transfer encoding (no length); peak is the kernel's high-water mark (`VmHWM`).
 - *skopeo*: `skopeo copy` of an OCI layout with 5 gzip layers (random bytes in stored deflate
   blocks, so skopeo does not recompress) into a fresh registry, then back out into an OCI layout.
+- *worker*: the Cloudflare Worker and the native server in alternating rounds, each fresh (the
+  Worker with a fresh portal and a fresh, migrated database): a small image, manifest `HEAD`s by
+  tag at 16 connections (loadgen), then a 200 MiB layer pushed in one `PATCH` with a chunked
+  transfer encoding while the RSS is sampled; the Worker's bundle size from
+  `scripts/worker-size`. See the Worker's table above for what the stand-ins mean for the numbers.
 
 **Limits.** sha256: `openssl speed -evp sha256` on 1 MiB blocks (one core); a push cannot be
-faster than the slower of this and the disk. Durable disk write: `dd bs=4M conv=fsync` of the
-layer file (cached) to a new file. Durable small writes: 4 KiB `pwrite` + `fdatasync` in a loop.
-Static-file GET: nginx, as above.
+faster than the slower of this and the disk. Durable disk write: `dd conv=fsync` of the layer
+file (cached) to a new file, with `bs=4M` and with `bs=256K`; the limit is the faster. On this VM
+the block size alone changes the figure about fivefold: Linux gives the page cache large folios
+for large writes, and memory the host has taken back (virtio balloon free-page reporting) must
+be faulted in again on the host, which makes large folios slow to fill (`write(2)` of 1 MiB
+pieces into the page cache ran at about 0.3 GB/s, of 256 KiB pieces at about 2.5 GB/s). Earlier
+versions of this benchmark used `bs=4M` alone (223 MB/s in the last such run), which understated
+the disk; OpenRegistry writes uploads in 256 KiB pieces for the same reason. Durable small writes: 4 KiB `pwrite` +
+`fdatasync` in a loop. Static-file GET: nginx, as above.
 
-**Not measured here** (yet): the Worker in workerd (`--with-worker` is a hook that runs only when
-`tests/cloudflare/mf-serve.mjs` and a built worker exist), Postgres/Neon metadata, Skynet storage.
+**Not measured here** (yet): the native server with Postgres/Neon metadata or Skynet storage;
+the Worker is measured only through the local stand-ins of those services.
+"""
+
+
+WORKER_NOTE = """\
+Absolute numbers, with their context: the Worker (`worker/cloudflare/build`, as `scripts/build-worker`
+builds it) runs in workerd through Miniflare (`tests/cloudflare/mf-serve.mjs`) on this machine, and
+its backends are the local stand-ins of the end-to-end suite: metadata in this machine's PostgreSQL
+behind the Neon SQL-over-HTTP gateway stand-in (`tests/neon-gateway`, Node.js), blobs on the Skynet
+portal stand-in (`tests/skynet-portal`, Node.js, files on the same disk), all on the same two cores
+as the client. Every manifest request is SQL over HTTP to the gateway, and every blob byte goes
+through the portal: on Cloudflare those are remote services, so these figures predict neither
+production latency nor throughput; they track the Worker's own cost from run to run. *OpenRegistry
+native* is the native server on its embedded defaults (SQLite, files) doing the same thing in the
+same round; *Worker vs native* is how many times better the Worker is (below 1: worse). RSS is
+workerd's resident set (its own process, not the harness), sampled every 50 ms during the push;
+the native server's is its `VmRSS` sampled the same way. The bundle is what
+`scripts/worker-size` reports (`wrangler deploy --dry-run`). The Worker is not in the chart.
 """
 
 
@@ -325,6 +378,12 @@ def write_markdown(r: Results, meta: dict, path: Path, chart: Optional[str], cha
         L.append(f"### {title}\n")
         L.append(md_table(HEADER, body))
         L.append("")
+    worker = worker_rows(r)
+    if worker:
+        L.append(f"### {WORKER_TITLE}\n")
+        L.append(WORKER_NOTE)
+        L.append(md_table(WORKER_HEADER, worker))
+        L.append("")
     L.append("### Machine limits\n")
     L.append(md_table(["limit", "unit", "median [min–max]"],
                       [[m.label, m.unit, cell(m, "machine")] for m in r.limits.values() if m.samples]))
@@ -343,9 +402,11 @@ def write_markdown(r: Results, meta: dict, path: Path, chart: Optional[str], cha
         L.append("")
     L.append(METHOD)
     L.append("## Running it\n")
-    L.append("```sh\nscripts/bench            # the full run (10-12 minutes): rewrites docs/benchmarks.{md,json,png}\n"
-             "scripts/bench --quick    # small sizes, one round, about a minute: results in target/bench/\n"
+    L.append("```sh\nscripts/bench            # the full run (9-14 minutes): rewrites docs/benchmarks.{md,json,png}\n"
+             "scripts/bench --no-worker                   # without the Cloudflare Worker (same as --skip worker)\n"
+             "scripts/bench --quick    # small sizes, one round, about two minutes: results in target/bench/\n"
              "scripts/bench --only push,pull --rounds 5   # some workloads; see --help\n"
+             "scripts/bench --only requests --connections 64   # a focused run of the request rates\n"
              "scripts/bench --render docs/benchmarks.json  # redraw the outputs of a run, measuring nothing\n```\n")
     path.write_text("\n".join(L))
 

@@ -9,8 +9,9 @@ from typing import Optional
 
 OR = "openregistry"
 DIST = "distribution"
-TARGETS = (OR, DIST)
-LABELS = {OR: "OpenRegistry", DIST: "Distribution"}
+WORKER = "worker"  # the Cloudflare Worker in workerd (section "worker" only)
+TARGETS = (OR, DIST, WORKER)
+LABELS = {OR: "OpenRegistry", DIST: "Distribution", WORKER: "Worker (workerd)"}
 
 
 @dataclass
@@ -79,6 +80,9 @@ class Results:
     def vs_distribution(self, metric: Metric) -> Optional[float]:
         return advantage(metric.median(OR), metric.median(DIST), metric.better)
 
+    def worker_vs_native(self, metric: Metric) -> Optional[float]:
+        return advantage(metric.median(WORKER), metric.median(OR), metric.better)
+
     @classmethod
     def from_json(cls, d: dict) -> "Results":
         """The Results a run wrote with to_json (scripts/bench --render re-draws its outputs)."""
@@ -113,6 +117,8 @@ class Results:
                 out["limit"] = metric.limit
                 out["limit_median"] = self.limit_median(metric)
                 out["openregistry_vs_distribution"] = self.vs_distribution(metric)
+                if WORKER in metric.samples:
+                    out["worker_vs_native"] = self.worker_vs_native(metric)
                 out["openregistry_vs_limit"] = self.vs_limit(metric, OR)
                 out["distribution_vs_limit"] = self.vs_limit(metric, DIST)
             return out
@@ -188,4 +194,9 @@ def evaluate_targets(r: Results) -> list[Target]:
                       f"median page {fmt(page, 2)} ms (slowest {fmt(worst, 2)} ms)",
                       None if page is None else page / 5.0, None if page is None else page <= 5,
                       "≤ 1 (of 5 ms)"))
+    # 7. The Worker bundle (scripts/worker-size's limit).
+    gz = med("worker_bundle_gzip", WORKER)
+    out.append(Target("Worker bundle (JS + WASM, gzip -9) ≤ 1 MiB (scripts/worker-size)",
+                      f"{fmt(gz, 0)} KiB", None if gz is None else gz / 1024,
+                      None if gz is None else gz <= 1024, "≤ 1 (of 1 MiB)"))
     return out
