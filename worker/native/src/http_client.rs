@@ -52,7 +52,7 @@ impl HttpClient for HyperClient {
             .map_err(|_| Unavailable::new("http", format!("{host}: no answer within {limit:?}")))?
             .map_err(|e| Unavailable::new("http", format!("{host}: {e}")))?;
         Ok(response.map(|incoming| {
-            let chunks = from_incoming(incoming).into_stream();
+            let chunks = from_incoming(incoming).0.into_stream();
             let guarded = tokio_stream_timeout(chunks, limit);
             Body::from_stream(guarded)
         }))

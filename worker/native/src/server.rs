@@ -28,7 +28,7 @@ use tokio::net::TcpListener;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
 
-use crate::bodies::{from_incoming, to_hyper, HyperBody};
+use crate::bodies::{from_incoming, to_hyper, HyperBody, RequestBody};
 
 /// How long the log thread lets lines gather after the first one before writing them out.
 const LOG_GATHER: Duration = Duration::from_millis(5);
@@ -171,9 +171,11 @@ fn write_out(shared: &LogShared, mut sink: Box<dyn std::io::Write + Send>) {
     }
 }
 
-/// hyper's request as the core's.
-fn into_core_request(request: Request<Incoming>) -> Request<Body> {
-    request.map(from_incoming)
+/// hyper's request as the core's, and the server's handle on its body.
+fn into_core_request(request: Request<Incoming>) -> (Request<Body>, RequestBody) {
+    let (parts, incoming) = request.into_parts();
+    let (body, handle) = from_incoming(incoming);
+    (Request::from_parts(parts, body), handle)
 }
 
 /// The core's response as hyper's.
@@ -189,9 +191,26 @@ async fn serve_one(
     let started = Instant::now();
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
-    let response = registry.handle(into_core_request(request)).await;
+    // A client waiting for `100 Continue` must not be prompted to send a body nobody reads.
+    let expects_continue = request
+        .headers()
+        .get(hyper::header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    let (core_request, body) = into_core_request(request);
+    let mut response = registry.handle(core_request).await;
     let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     log.record(&method, &path, response.status().as_u16(), ms);
+    let reusable = if expects_continue {
+        body.is_read()
+    } else {
+        body.drain().await
+    };
+    if !reusable {
+        response.headers_mut().insert(
+            hyper::header::CONNECTION,
+            hyper::header::HeaderValue::from_static("close"),
+        );
+    }
     Ok(into_hyper_response(response))
 }
 
