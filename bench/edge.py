@@ -79,42 +79,22 @@ def bundle_size() -> dict[str, int]:
     return out
 
 
-def process_tree(pid: int) -> dict[int, tuple[str, int]]:
-    """``{pid: (name, VmRSS KiB)}`` for ``pid`` and its descendants."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry.name))
-    out: dict[int, tuple[str, int]] = {}
-    todo = [pid]
-    while todo:
-        p = todo.pop()
-        try:
-            status = Path(f"/proc/{p}/status").read_text()
-        except OSError:
-            continue
-        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-        rss = int(fields.get("VmRSS", "0 kB").split()[0])
-        out[p] = (fields.get("Name", "?").strip(), rss)
-        todo.extend(children.get(p, []))
-    return out
+def e2e_module(name: str):
+    """A module of the end-to-end suite (tests/e2e), imported at run time."""
+    sys.path.insert(0, str(REPO / "tests" / "e2e"))
+    try:
+        return __import__(name)
+    except ImportError as exc:
+        raise EdgeUnavailable(f"tests/e2e/{name}.py: {exc}") from exc
+    finally:
+        sys.path.pop(0)
 
 
 class Postgres:
     """The end-to-end suite's PostgreSQL helper (tests/e2e/postgres_server.py)."""
 
     def __init__(self) -> None:
-        sys.path.insert(0, str(REPO / "tests" / "e2e"))
-        try:
-            import postgres_server  # noqa: PLC0415 - a file of the e2e suite, found at run time
-        except ImportError as exc:
-            raise EdgeUnavailable(f"tests/e2e/postgres_server.py: {exc}") from exc
-        finally:
-            sys.path.pop(0)
+        postgres_server = e2e_module("postgres_server")
         try:
             self.pg = postgres_server.ensure_postgres()
         except (postgres_server.PostgresError, OSError, subprocess.SubprocessError) as exc:
@@ -186,10 +166,7 @@ class Worker(servers.Server):
         return self
 
     def workerd_rss_kib(self) -> Optional[int]:
-        for name, rss in process_tree(self.pid).values():
-            if name == "workerd":
-                return rss
-        return None
+        return e2e_module("cloudflare_host").workerd_rss_kib(self.pid)
 
 
 class EdgeStack:
