@@ -1,8 +1,12 @@
-"""Reading the log file of a process the suite started (registry, Neon gateway, Skynet portal)."""
+"""A process the suite started (registry, Neon gateway, Skynet portal): reading its log file, and
+stopping it (SIGTERM, then SIGKILL if it lingers)."""
 
 from __future__ import annotations
 
+import signal
+import subprocess
 from pathlib import Path
+from typing import IO, Optional
 
 
 class LogFile:
@@ -29,3 +33,34 @@ class LogFile:
 
     def log_tail(self, limit: int = 8000) -> str:
         return self.log_since(max(0, self.log_size() - limit), limit)
+
+
+class ChildProcess(LogFile):
+    """Mixin for objects with a ``proc`` (``subprocess.Popen`` or ``None``) writing to ``_log``."""
+
+    proc: Optional[subprocess.Popen]
+    _log: Optional[IO[bytes]]
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def _terminate(self, timeout: float) -> bool:
+        """SIGTERM and wait; SIGKILL if it does not exit within ``timeout``. True if it was killed."""
+        if self.proc is None or self.proc.poll() is not None:
+            return False
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+            return False
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            return True
+
+    def _close_log(self) -> None:
+        """Closes the log file and the process's stdout pipe, if any."""
+        if self.proc is not None and self.proc.stdout:
+            self.proc.stdout.close()
+        if self._log is not None:
+            self._log.close()
+            self._log = None

@@ -12,14 +12,13 @@ from __future__ import annotations
 import os
 import select
 import shutil
-import signal
 import subprocess
 from pathlib import Path
 from typing import Any, Optional
 
 import requests
 
-from logfile import LogFile
+from logfile import ChildProcess
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 GATEWAY_DIR = REPO_ROOT / "tests" / "neon-gateway"
@@ -40,7 +39,7 @@ def install_deps() -> None:
         raise GatewayStartError(f"{DEPS_SCRIPT} failed:\n{r.stdout}{r.stderr}")
 
 
-class NeonGateway(LogFile):
+class NeonGateway(ChildProcess):
     def __init__(self, pg_host: str, pg_port: int, log_path: Path, name: str = "neon-gateway"):
         self.name = name
         self.pg_host = pg_host
@@ -88,25 +87,12 @@ class NeonGateway(LogFile):
         return self
 
     def stop(self, timeout: float = 10.0) -> Optional[int]:
-        """SIGTERM (SIGKILL if it lingers); the port stays reserved for the next start()."""
+        """SIGTERM (SIGKILL if it lingers); the port stays reserved for the next start()"""
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self.proc.stdout:
-            self.proc.stdout.close()
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+        self._terminate(timeout)
+        self._close_log()
         return self.proc.returncode
-
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
 
     # -- test-only endpoints ---------------------------------------------------
 

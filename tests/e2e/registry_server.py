@@ -31,7 +31,7 @@ import requests
 
 import cloudflare_host
 import spin_host
-from logfile import LogFile
+from logfile import ChildProcess
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 KIND = os.environ.get("E2E_REGISTRY", "openregistry").strip().lower() or "openregistry"
@@ -59,7 +59,7 @@ class RegistryStartError(RuntimeError):
     pass
 
 
-class RegistryServer(LogFile):
+class RegistryServer(ChildProcess):
     """One registry process bound to 127.0.0.1 with its own data directory."""
 
     def __init__(self, workdir: Path, kind: str = KIND, name: str = "registry",
@@ -224,14 +224,8 @@ class RegistryServer(LogFile):
         """Graceful stop: SIGTERM, wait; SIGKILL only if it does not exit in time."""
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                self._note(f"did not exit within {timeout}s of SIGTERM; killed")
+        if self._terminate(timeout):
+            self._note(f"did not exit within {timeout}s of SIGTERM; killed")
         if self.is_worker:
             self._signal_group(signal.SIGKILL)  # a workerd left behind by its harness
         rc = self.proc.returncode
@@ -254,9 +248,6 @@ class RegistryServer(LogFile):
             self.stop()
         return self.start(timeout)
 
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
     # -- logs ----------------------------------------------------------------
 
     def _note(self, msg: str) -> None:
@@ -265,9 +256,4 @@ class RegistryServer(LogFile):
                 f.write(f"===== e2e: {msg}\n".encode())
         except OSError:
             pass
-
-    def _close_log(self) -> None:
-        if self._log is not None:
-            self._log.close()
-            self._log = None
 

@@ -14,14 +14,13 @@ import os
 import re
 import select
 import shutil
-import signal
 import subprocess
 from pathlib import Path
 from typing import Any, Optional
 
 import requests
 
-from logfile import LogFile
+from logfile import ChildProcess
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PORTAL_DIR = REPO_ROOT / "tests" / "skynet-portal"
@@ -48,7 +47,7 @@ def _camel(name: str) -> str:
     return head + "".join(part.title() for part in rest)
 
 
-class SkynetPortal(LogFile):
+class SkynetPortal(ChildProcess):
     kind = "skynet-portal"
 
     def __init__(self, data_dir: Path, log_path: Path, api_key: Optional[str] = API_KEY,
@@ -104,25 +103,12 @@ class SkynetPortal(LogFile):
         return self
 
     def stop(self, timeout: float = 10.0) -> Optional[int]:
-        """SIGTERM (SIGKILL if it lingers); the port and the data stay for the next start()."""
+        """SIGTERM (SIGKILL if it lingers); the port and the data stay for the next start()"""
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self.proc.stdout:
-            self.proc.stdout.close()
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+        self._terminate(timeout)
+        self._close_log()
         return self.proc.returncode
-
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
 
     # -- test-only endpoints (no API key needed) ---------------------------------
 
