@@ -3,6 +3,7 @@ stopping it (SIGTERM, then SIGKILL if it lingers)."""
 
 from __future__ import annotations
 
+import select
 import signal
 import subprocess
 from pathlib import Path
@@ -43,6 +44,18 @@ class ChildProcess(LogFile):
 
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+    def _spawn_announcing(self, cmd: list[str], cwd: Path, timeout: float) -> str:
+        """Starts ``cmd`` (stderr to the log, in a session of its own) and returns the first line
+        it prints on stdout, where our stand-ins announce their address ("" if none in time)."""
+        self._log = open(self.log_path, "ab")
+        self._log.write(f"\n===== e2e: {' '.join(cmd)}\n".encode())
+        self._log.flush()
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=self._log, cwd=cwd, start_new_session=True)
+        assert self.proc.stdout is not None
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        return self.proc.stdout.readline().decode().strip() if ready else ""
 
     def _terminate(self, timeout: float) -> bool:
         """SIGTERM and wait; SIGKILL if it does not exit within ``timeout``. True if it was killed."""

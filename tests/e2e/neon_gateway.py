@@ -10,7 +10,6 @@ configured endpoint stays valid).
 from __future__ import annotations
 
 import os
-import select
 import shutil
 import subprocess
 from pathlib import Path
@@ -72,13 +71,7 @@ class NeonGateway(ChildProcess):
         listen = f"127.0.0.1:{self.port or 0}"
         cmd = [node, str(GATEWAY_DIR / "gateway.mjs"), "--listen", listen,
                "--pg-host", self.pg_host, "--pg-port", str(self.pg_port)]
-        self._log = open(self.log_path, "ab")
-        self._log.write(f"\n===== e2e: {' '.join(cmd)}\n".encode())
-        self._log.flush()
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self._log,
-                                     cwd=GATEWAY_DIR, start_new_session=True)
-        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
-        line = self.proc.stdout.readline().decode().strip() if ready else ""
+        line = self._spawn_announcing(cmd, GATEWAY_DIR, timeout)
         prefix = "listening http://127.0.0.1:"
         if not (line.startswith(prefix) and line.endswith("/sql")):
             self.stop()
@@ -87,7 +80,7 @@ class NeonGateway(ChildProcess):
         return self
 
     def stop(self, timeout: float = 10.0) -> Optional[int]:
-        """SIGTERM (SIGKILL if it lingers); the port stays reserved for the next start()"""
+        """SIGTERM (SIGKILL if it lingers); the port stays reserved for the next start()."""
         if self.proc is None:
             return None
         self._terminate(timeout)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import re
-import select
 import shutil
 import subprocess
 from pathlib import Path
@@ -88,13 +87,7 @@ class SkynetPortal(ChildProcess):
                "--data-dir", str(self.data_dir)]
         if self.api_key is not None:
             cmd += ["--require-api-key", self.api_key]
-        self._log = open(self.log_path, "ab")
-        self._log.write(f"\n===== e2e: {' '.join(cmd)}\n".encode())
-        self._log.flush()
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self._log,
-                                     cwd=PORTAL_DIR, start_new_session=True)
-        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
-        line = self.proc.stdout.readline().decode().strip() if ready else ""
+        line = self._spawn_announcing(cmd, PORTAL_DIR, timeout)
         m = re.fullmatch(r"listening http://127\.0\.0\.1:(\d+)", line)
         if not m:
             self.stop()
@@ -103,7 +96,7 @@ class SkynetPortal(ChildProcess):
         return self
 
     def stop(self, timeout: float = 10.0) -> Optional[int]:
-        """SIGTERM (SIGKILL if it lingers); the port and the data stay for the next start()"""
+        """SIGTERM (SIGKILL if it lingers); the port and the data stay for the next start()."""
         if self.proc is None:
             return None
         self._terminate(timeout)
