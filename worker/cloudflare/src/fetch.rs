@@ -5,8 +5,6 @@
 //! the whole exchange up to the response headers, then on each wait for a body chunk (as the
 //! native host does). Redirects are not followed (the native client does not follow them either).
 
-use std::time::Duration;
-
 use futures_util::future::{select, Either};
 use http::header::{HeaderName, HeaderValue};
 use openregistry::body::Body;
@@ -15,9 +13,6 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 
 use crate::streams::{from_js, js_error, to_js, with_chunk_timeout};
-
-/// Used when a request carries no `Timeout`.
-const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Outbound HTTP through the Workers runtime.
 #[derive(Debug, Default, Clone, Copy)]
@@ -79,10 +74,7 @@ impl HttpClient for FetchClient {
         &self,
         request: http::Request<Body>,
     ) -> Result<http::Response<Body>, Unavailable> {
-        let limit = request
-            .extensions()
-            .get::<Timeout>()
-            .map_or(DEFAULT_TIMEOUT, |t| t.0);
+        let limit = Timeout::of(&request);
         let (parts, body) = request.into_parts();
         let host = parts.uri.host().unwrap_or_default().to_owned();
         let fail = |what: String| Unavailable::new("http", format!("{host}: {what}"));

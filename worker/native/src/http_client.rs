@@ -12,9 +12,6 @@ use openregistry::ports::{HttpClient, Timeout, Unavailable};
 
 use crate::bodies::{from_incoming, to_hyper, HyperBody};
 
-/// Used when a request carries no `Timeout`.
-const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// Outbound HTTP and HTTPS.
 #[derive(Clone)]
 pub struct HyperClient {
@@ -41,10 +38,7 @@ impl HttpClient for HyperClient {
         &self,
         request: http::Request<Body>,
     ) -> Result<http::Response<Body>, Unavailable> {
-        let limit = request
-            .extensions()
-            .get::<Timeout>()
-            .map_or(DEFAULT_TIMEOUT, |t| t.0);
+        let limit = Timeout::of(&request);
         let host = request.uri().host().unwrap_or_default().to_owned();
         let request = request.map(to_hyper);
         let response = tokio::time::timeout(limit, self.client.request(request))

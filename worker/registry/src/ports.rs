@@ -307,10 +307,23 @@ pub trait BlobStore: MaybeSend + MaybeSync {
 // HttpClient
 
 /// How long an outbound request may take in all, set as a request extension by callers; hosts'
-/// `HttpClient`s enforce it (the core has no timer of its own). A request without one gets the
-/// host's default.
+/// `HttpClient`s enforce it (the core has no timer of its own). A request without one gets
+/// [`Timeout::DEFAULT`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeout(pub Duration);
+
+impl Timeout {
+    /// The limit of a request that carries no `Timeout`.
+    pub const DEFAULT: Duration = Duration::from_secs(30);
+
+    /// The limit `request` carries, or [`Timeout::DEFAULT`].
+    pub fn of<B>(request: &http::Request<B>) -> Duration {
+        request
+            .extensions()
+            .get::<Timeout>()
+            .map_or(Self::DEFAULT, |t| t.0)
+    }
+}
 
 /// Outbound HTTP with streamed bodies: the Skynet and Neon clients are written against this.
 #[cfg_attr(not(target_arch = "wasm32"), async_trait::async_trait)]

@@ -20,9 +20,6 @@ use spin_sdk::wit::wasi::http0_2_0::types::{FutureIncomingResponse, RequestOptio
 
 use crate::wasi_io::{incoming, write_body, Parked};
 
-/// Used when a request carries no `Timeout`.
-const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// Outbound HTTP through the Spin host.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SpinHttp;
@@ -65,10 +62,7 @@ impl HttpClient for SpinHttp {
         &self,
         request: http::Request<Body>,
     ) -> Result<http::Response<Body>, Unavailable> {
-        let limit = request
-            .extensions()
-            .get::<Timeout>()
-            .map_or(DEFAULT_TIMEOUT, |t| t.0);
+        let limit = Timeout::of(&request);
         let (parts, body) = request.into_parts();
         let host = parts
             .uri
