@@ -57,6 +57,15 @@ class ChildProcess(LogFile):
         ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
         return self.proc.stdout.readline().decode().strip() if ready else ""
 
+    def stop(self, timeout: float = 10.0) -> Optional[int]:
+        """SIGTERM (SIGKILL if it lingers); its exit code. What it keeps on disk and the port it
+        had stay for the next start()."""
+        if self.proc is None:
+            return None
+        self._terminate(timeout)
+        self._close_log()
+        return self.proc.returncode
+
     def _terminate(self, timeout: float) -> bool:
         """SIGTERM and wait; SIGKILL if it does not exit within ``timeout``. True if it was killed."""
         if self.proc is None or self.proc.poll() is not None:

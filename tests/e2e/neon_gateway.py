@@ -79,14 +79,6 @@ class NeonGateway(ChildProcess):
         self.port = int(line[len(prefix):-len("/sql")])
         return self
 
-    def stop(self, timeout: float = 10.0) -> Optional[int]:
-        """SIGTERM (SIGKILL if it lingers); the port stays reserved for the next start()."""
-        if self.proc is None:
-            return None
-        self._terminate(timeout)
-        self._close_log()
-        return self.proc.returncode
-
     # -- test-only endpoints ---------------------------------------------------
 
     def stats(self) -> dict[str, Any]:

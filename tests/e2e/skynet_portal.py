@@ -95,14 +95,6 @@ class SkynetPortal(ChildProcess):
         self.port = int(m.group(1))
         return self
 
-    def stop(self, timeout: float = 10.0) -> Optional[int]:
-        """SIGTERM (SIGKILL if it lingers); the port and the data stay for the next start()."""
-        if self.proc is None:
-            return None
-        self._terminate(timeout)
-        self._close_log()
-        return self.proc.returncode
-
     # -- test-only endpoints (no API key needed) ---------------------------------
 
     def stats(self) -> dict[str, Any]:
