@@ -148,11 +148,18 @@ def next_link(resp: requests.Response) -> Optional[str]:
 
 
 def error_codes(resp) -> list[str]:
+    """The OCI ``errors[].code`` list, or, for the account API (``/api/``), its one
+    ``error.code`` (``{"error": {"code", "message"}}``)."""
     body = resp.content if hasattr(resp, "content") else resp.body
     try:
         doc = json.loads(body)
     except Exception as exc:  # noqa: BLE001
         raise AssertionError(f"error body is not JSON ({exc}): {body[:500]!r}")
+    if isinstance(doc, dict) and isinstance(doc.get("error"), dict):
+        err = doc["error"]
+        assert isinstance(err.get("code"), str) and isinstance(err.get("message"), str), (
+            f"malformed API error {doc!r}")
+        return [err["code"]]
     assert isinstance(doc, dict) and isinstance(doc.get("errors"), list) and doc["errors"], (
         f"error body lacks a non-empty 'errors' list: {doc!r}"
     )
@@ -168,6 +175,10 @@ def check_error_document(method: str, url: str, status: int, body: bytes) -> Non
     # The spec's rule is about 4XX answers; a 503 (database or storage down) is outside it.
     if not 400 <= status < 500 or not body.strip().startswith(b"{"):
         return
+    # The account API is not the distribution API: it answers {"error": {"code", "message"}}.
+    if "/api/" in url:
+        error_codes_of_api(url, status, body)
+        return
     try:
         doc = json.loads(body)
     except ValueError:
@@ -181,6 +192,17 @@ def check_error_document(method: str, url: str, status: int, body: bytes) -> Non
         assert code in SPEC_ERROR_CODES or code in LEGACY_ERROR_CODES, (
             f"{method} {url} -> {status}: error code {code!r} is not one of the spec's codes: {body[:300]!r}"
         )
+
+
+API_ERROR_CODES = {"bad_request", "unauthorized", "forbidden", "not_found", "conflict",
+                   "method_not_allowed", "payload_too_large"}
+
+
+def error_codes_of_api(url: str, status: int, body: bytes) -> None:
+    doc = json.loads(body)
+    err = doc.get("error") if isinstance(doc, dict) else None
+    assert isinstance(err, dict) and err.get("code") in API_ERROR_CODES and isinstance(err.get("message"), str), (
+        f"{url} -> {status}: not an account API error: {body[:300]!r}")
 
 
 def status_of(resp) -> int:

@@ -973,39 +973,39 @@ CASES = [
     # -- the /api ---------------------------------------------------------------------------
     Case("/api: changing visibility needs credentials",
          lambda w: w.api("PUT", f"repositories/{IMG}/visibility", json={"visibility": "public"}),
-         401, "UNAUTHORIZED", basic_challenge()),
+         401, "unauthorized", basic_challenge()),
     Case("/api: a user cannot publish another user's repository",
          lambda w: w.api("PUT", f"repositories/{IMG}/visibility", "bob", json={"visibility": "public"}),
-         403, "DENIED"),
+         403, "forbidden"),
     Case("/api: a bearer token does not sign in to the API",
          lambda w: w.api("GET", "tokens", headers={"Authorization": f"Bearer {w.bearer('alice')}"}),
-         401, "UNAUTHORIZED", basic_challenge()),
+         401, "unauthorized", basic_challenge()),
     Case("/api: a scoped access token cannot create tokens",
          lambda w: w.api("POST", "tokens", "carol", w.orp["carol-ci"], json={"name": "wider"}),
-         403, "DENIED"),
+         403, "forbidden"),
     Case("/api: a scoped access token cannot list tokens",
          lambda w: w.api("GET", "tokens", "carol", w.orp["carol-ci"]),
-         403, "DENIED"),
+         403, "forbidden"),
     Case("/api: a scoped access token cannot revoke the user's other tokens",
          lambda w: revoke_with_scoped_token(w, token_id(w.orp["carol"])),
-         403, "DENIED"),
+         403, "forbidden"),
     Case("/api: a scoped access token cannot revoke itself either",
          lambda w: revoke_with_scoped_token(w, token_id(w.orp["carol-ci"])),
-         403, "DENIED"),
+         403, "forbidden"),
     Case("/api: a token scoped to every repository is still scoped",
          lambda w: w.api("GET", "tokens", "carol", w.accounts.create_token(
              "carol", name="star-api", scopes=["repository:*:pull,push,delete"])),
-         403, "DENIED"),
+         403, "forbidden"),
     Case("/api: an admin's scoped token cannot list tokens",
          lambda w: w.api("GET", "tokens", "root", w.accounts.create_token(
              "root", name="root-ci", scopes=["repository:*:pull"])),
-         403, "DENIED"),
+         403, "forbidden"),
     Case("/api: a user cannot revoke another user's token",
          lambda w: w.api("DELETE", f"tokens/{token_id(w.orp['alice'])}", "bob"),
-         404, "UNSUPPORTED"),
+         404, "not_found"),
     Case("/api: publishing a repository that does not exist",
          lambda w: w.api("PUT", "repositories/alice/nothing-here/visibility", "alice", json={"visibility": "public"}),
-         404, "NAME_UNKNOWN"),
+         404, "not_found"),
 ]
 
 
@@ -1241,12 +1241,12 @@ def test_api_lists_tokens_without_secrets_creates_and_revokes(world):
     assert listed[made["id"]]["revoked_at_ms"] is None
 
     r = world.api("POST", "tokens", "alice", json={"name": "bad", "scopes": ["repository:bob app:pull"]})
-    assert_error(r, 400, "UNSUPPORTED")
+    assert_error(r, 400, "bad_request")
 
     r = world.api("DELETE", f"tokens/{made['id']}", "alice")
     assert r.status_code == 200 and r.json() == {}
     assert_error(get_token(world.reg, ["repository:alice/ci/x:pull"], "alice", made["token"]), 401, "UNAUTHORIZED")
-    assert_error(world.api("DELETE", f"tokens/{made['id']}", "alice"), 404, "UNSUPPORTED")
+    assert_error(world.api("DELETE", f"tokens/{made['id']}", "alice"), 404, "not_found")
     listed = {t["id"]: t for t in world.api("GET", "tokens", "alice").json()["tokens"]}
     assert listed[made["id"]]["revoked_at_ms"] is not None
     assert get_token(world.reg, [], "alice", world.orp["alice"]).status_code == 200, "only that token was revoked"
@@ -1348,7 +1348,7 @@ def test_a_scoped_access_token_cannot_publish_repositories_outside_its_scope(wor
     narrow = world.accounts.create_token("carol", name="narrow", scopes=["repository:carol/ci/*:pull"])
     try:
         r = world.api("PUT", "repositories/carol/secret/visibility", "carol", narrow, json={"visibility": "public"})
-        assert_error(r, 403, "DENIED")
+        assert_error(r, 403, "forbidden")
     finally:
         world.api("PUT", "repositories/carol/secret/visibility", "carol", json={"visibility": "private"})
 

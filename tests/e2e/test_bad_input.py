@@ -158,15 +158,20 @@ def test_malformed_digest_on_single_post_is_digest_invalid(client, repo, digest)
 
 
 @pytest.mark.openregistry_only(reason="Distribution 2.8 answers 500 UNKNOWN to GET/HEAD/PUT of manifests/sha256:xyz")
-@pytest.mark.parametrize("reference", ["sha256:xyz", "sha256:abcd", "md5:d41d8cd98f00b204e9800998ecf8427e"])
-def test_malformed_digest_as_manifest_reference_is_digest_invalid(client, repo, parts, reference):
+@pytest.mark.parametrize("reference", ["sha256:xyz", "sha256:abcd", "md5:d41d8cd98f00b204e9800998ecf8427e",
+                                       ".INVALID_MANIFEST_NAME", "-bad"])
+def test_a_manifest_reference_that_cannot_exist_is_unknown_when_read_and_invalid_when_pushed(
+        client, repo, parts, reference):
+    # A reference that is neither a valid tag nor a valid digest names nothing: GET, HEAD and
+    # DELETE answer 404 MANIFEST_UNKNOWN (conformance v1.1.1 asks for .INVALID_MANIFEST_NAME);
+    # a PUT is told what is wrong with it.
     assert_error(raw(client, "GET", f"/v2/{repo}/manifests/{reference}", headers={"Accept": OCI_MANIFEST}),
-                 400, "DIGEST_INVALID")
-    assert raw(client, "HEAD", f"/v2/{repo}/manifests/{reference}").status == 400
-    assert_error(raw(client, "DELETE", f"/v2/{repo}/manifests/{reference}"), 400, "DIGEST_INVALID")
+                 404, "MANIFEST_UNKNOWN")
+    assert raw(client, "HEAD", f"/v2/{repo}/manifests/{reference}").status == 404
+    assert_error(raw(client, "DELETE", f"/v2/{repo}/manifests/{reference}"), 404, "MANIFEST_UNKNOWN")
     body = json.dumps(manifest(parts)).encode()
     assert_error(raw(client, "PUT", f"/v2/{repo}/manifests/{reference}", headers={"Content-Type": OCI_MANIFEST},
-                     body=body), 400, "DIGEST_INVALID")
+                     body=body), 400, "DIGEST_INVALID" if ":" in reference else "TAG_INVALID")
 
 
 # ---------------------------------------------------------------------------

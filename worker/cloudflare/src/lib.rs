@@ -19,14 +19,14 @@ use std::sync::Arc;
 use http::{header, Method, StatusCode};
 use js_sys::{Promise, Reflect};
 use openregistry::body::Body;
-use openregistry::edge::misconfigured;
 use openregistry::ports::{Clock, Random};
 use openregistry::Registry;
+use openregistry_host::{misconfigured, Embedded, HostPorts, Settings};
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use worker::{event, Context, Env};
 
-use crate::config::{Settings, KV_BINDING};
+use crate::config::KV_BINDING;
 use crate::fetch::{declared_len, http_headers, js_headers, FetchClient};
 use crate::kv::WorkersKv;
 use crate::streams::{js_error, to_js, RequestBody};
@@ -79,12 +79,13 @@ fn registry(settings: &Settings, env: &Env) -> Result<Registry, String> {
     let store = env
         .kv(KV_BINDING)
         .map_err(|e| format!("the KV namespace binding {KV_BINDING} is missing: {e}"))?;
-    settings.edge.registry(
-        Arc::new(WorkersKv::new(store, settings.test_kv_lag)),
-        Arc::new(FetchClient),
-        Arc::new(JsClock),
-        Arc::new(JsRandom),
-    )
+    let ports = HostPorts {
+        kv: Arc::new(WorkersKv::new(store, settings.test_kv_lag)),
+        http: Arc::new(FetchClient),
+        clock: Arc::new(JsClock),
+        random: Arc::new(JsRandom),
+    };
+    openregistry_host::build(settings, ports, Embedded::default())
 }
 
 /// `/path?query` of an absolute URL.
@@ -221,7 +222,7 @@ async fn serve(
     env: &Env,
     ctx: &Context,
 ) -> Result<web_sys::Response, String> {
-    let settings = Settings::from_env(env)?;
+    let settings = config::from_env(env)?;
     let registry = registry(&settings, env)?;
     let is_head = request.method() == "HEAD";
     let url = request.url();
@@ -234,7 +235,7 @@ async fn serve(
     // With authentication on, whether a caller may read a blob is the core's decision, made per
     // request: an edge cache in front of it would hand private content to anyone. So the Cache API
     // is used only for open registries.
-    let cache = if settings.edge_cache && settings.edge.auth.is_none() && by_digest(&path) {
+    let cache = if settings.edge_cache && settings.auth.is_none() && by_digest(&path) {
         default_cache()
     } else {
         None

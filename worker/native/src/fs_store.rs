@@ -298,7 +298,8 @@ impl FsBlobStore {
 
     fn locator_for(digest: &Digest) -> String {
         let hex = digest.hex();
-        format!("{}/{}/{}", digest.algorithm().name(), &hex[..2], hex)
+        let fanout = hex.get(..2).unwrap_or(hex);
+        format!("{}/{}/{}", digest.algorithm().name(), fanout, hex)
     }
 
     fn blob_path(&self, locator: &str) -> Result<PathBuf, StoreError> {

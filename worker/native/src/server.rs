@@ -200,6 +200,9 @@ async fn serve_one(
     let mut response = registry.handle(core_request).await;
     let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     log.record(&method, &path, response.status().as_u16(), ms);
+    // What the handler left of the body: a small rest is read now and the connection reused; a
+    // large one is read and dropped after the response, which says `Connection: close` (see
+    // `bodies`). A client waiting for `100 Continue` has sent nothing: its body is not asked for.
     let reusable = if expects_continue {
         body.is_read()
     } else {
@@ -210,6 +213,9 @@ async fn serve_one(
             hyper::header::CONNECTION,
             hyper::header::HeaderValue::from_static("close"),
         );
+        if !expects_continue {
+            body.linger();
+        }
     }
     Ok(into_hyper_response(response))
 }
@@ -365,7 +371,7 @@ mod tests {
         assert!(
             text.contains("access log lines dropped"),
             "{}",
-            &text[..200]
+            text.get(..200).unwrap_or(&text)
         );
         let kept = text.lines().filter(|l| l.contains("xxxx")).count();
         assert!(kept > 500 && kept < 3000, "{kept} lines kept");

@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use crate::ports::ChunkLimits;
+
 /// Settings of the core handler.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -15,6 +17,23 @@ pub struct Config {
     /// Default and largest page of `tags/list`, `_catalog` and `referrers`.
     pub default_page_size: u64,
     pub max_page_size: u64,
+    /// Advertised `OCI-Chunk-Min-Length`; `None`: the blob store's own preference.
+    pub chunk_min_length: Option<u64>,
+    /// Advertised `OCI-Chunk-Max-Length` (the host's request body limit); `None`: the store's.
+    pub chunk_max_length: Option<u64>,
+}
+
+impl Config {
+    /// The chunk sizes to advertise: configured values over the store's, the minimum never above
+    /// the maximum.
+    pub fn chunk_limits(&self, store: ChunkLimits) -> ChunkLimits {
+        let max = self.chunk_max_length.or(store.max);
+        let min = self
+            .chunk_min_length
+            .or(store.min)
+            .map(|min| max.map_or(min, |max| min.min(max)));
+        ChunkLimits { min, max }
+    }
 }
 
 impl Default for Config {
@@ -25,6 +44,8 @@ impl Default for Config {
             redirect_blob_downloads: false,
             default_page_size: 1000,
             max_page_size: 10_000,
+            chunk_min_length: None,
+            chunk_max_length: None,
         }
     }
 }

@@ -80,8 +80,9 @@ impl Digest {
 
     /// The hex part after `algorithm:`.
     pub fn hex(&self) -> &str {
-        let prefix = self.algorithm().name().len() + 1;
-        &self.text[prefix..]
+        self.text
+            .split_once(':')
+            .map_or(self.text.as_str(), |(_, hex)| hex)
     }
 
     /// Hashes a complete buffer (manifests are small and arrive whole).

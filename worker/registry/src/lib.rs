@@ -10,18 +10,17 @@ pub mod auth;
 pub mod body;
 pub mod config;
 pub mod digest;
-pub mod edge;
 pub mod error;
 pub mod manifest;
+#[cfg(any(test, feature = "testing"))]
 pub mod memory;
 pub mod metadata;
 pub mod migrations;
 pub mod names;
-pub mod neon;
+pub mod planner;
 pub mod ports;
 pub mod range;
 pub mod session;
-pub mod skynet;
 
 pub use api::Registry;
 pub use body::{Body, BodyError};

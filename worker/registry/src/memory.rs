@@ -137,8 +137,9 @@ impl BlobStore for MemoryBlobStore {
         let data = uploads
             .get(handle)
             .ok_or_else(|| StoreError::NotFound(handle.to_owned()))?;
-        let len = usize::try_from(len).unwrap_or(usize::MAX).min(data.len());
-        Ok(Body::Full(Bytes::copy_from_slice(&data[..len])))
+        let len = usize::try_from(len).unwrap_or(usize::MAX);
+        let data = data.get(..len).unwrap_or(data);
+        Ok(Body::Full(Bytes::copy_from_slice(data)))
     }
 
     async fn abort_upload(&self, handle: &str) -> Result<(), StoreError> {
@@ -204,8 +205,9 @@ impl Random for SeededRandom {
             let n = self.counter.fetch_add(1, Ordering::SeqCst);
             let digest = Digest::of(crate::digest::Algorithm::Sha256, &n.to_le_bytes());
             let bytes = hex::decode(digest.hex()).unwrap_or_default();
-            let len = chunk.len().min(bytes.len());
-            chunk[..len].copy_from_slice(&bytes[..len]);
+            for (to, from) in chunk.iter_mut().zip(&bytes) {
+                *to = *from;
+            }
         }
     }
 }

@@ -427,26 +427,25 @@ impl<'a> Metadata<'a> {
         rows.iter().map(|r| r.text(0).map_err(Into::into)).collect()
     }
 
-    /// Like [`Self::repositories`], but only public ones, those in `owner`'s namespace, or all
-    /// when `everything`.
+    /// Like [`Self::repositories`], but only public ones and those in `namespace` (`<ns>` and
+    /// `<ns>/…`): the policy's [`CatalogView::Visible`](crate::auth::CatalogView), as SQL.
     pub async fn visible_repositories(
         &self,
         last: &str,
         limit: u64,
-        owner: &str,
-        everything: bool,
+        namespace: Option<&str>,
     ) -> Result<Vec<String>, RegistryError> {
+        let owner = namespace.unwrap_or_default();
         let rows = self
             .sql
             .query(
                 Statement::new(
                     "SELECT name FROM repositories WHERE name > $1 AND (visibility = 'public' \
-                     OR $3 = 1 OR (name = $4 AND $4 <> '') OR substr(name, 1, $5) = $6) \
+                     OR (name = $3 AND $3 <> '') OR substr(name, 1, $4) = $5) \
                      ORDER BY name LIMIT $2",
                 )
                 .bind(last)
                 .bind(limit)
-                .bind(i64::from(everything))
                 .bind(owner)
                 .bind(owner.len() as u64 + 1)
                 .bind(if owner.is_empty() {

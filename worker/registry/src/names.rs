@@ -44,39 +44,28 @@ impl fmt::Display for RepoName {
 
 /// One `/`-separated component: alphanumeric runs joined by `.`, `_`, `__` or `-+`.
 fn is_path_component(component: &str) -> bool {
-    let bytes = component.as_bytes();
-    let alnum = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
-    let mut i = 0;
+    let alnum = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    let mut rest = component.as_bytes();
     loop {
         // An alphanumeric run.
-        let start = i;
-        while i < bytes.len() && alnum(bytes[i]) {
-            i += 1;
-        }
-        if i == start {
+        let run = rest.iter().take_while(|b| alnum(b)).count();
+        if run == 0 {
             return false;
         }
-        if i == bytes.len() {
+        rest = rest.get(run..).unwrap_or_default();
+        // A separator, or the end.
+        let Some((&separator, after)) = rest.split_first() else {
             return true;
-        }
-        // A separator.
-        let sep_start = i;
-        match bytes[i] {
-            b'.' => i += 1,
-            b'_' => {
-                i += 1;
-                if i < bytes.len() && bytes[i] == b'_' {
-                    i += 1;
-                }
-            }
+        };
+        rest = match separator {
+            b'.' => after,
+            b'_' => after.strip_prefix(b"_").unwrap_or(after),
             b'-' => {
-                while i < bytes.len() && bytes[i] == b'-' {
-                    i += 1;
-                }
+                let dashes = after.iter().take_while(|b| **b == b'-').count();
+                after.get(dashes..).unwrap_or_default()
             }
             _ => return false,
-        }
-        debug_assert!(i > sep_start);
+        };
     }
 }
 

@@ -5,7 +5,10 @@
 //!   once it is not; a malformed list is a configuration error that names the entry;
 //! - an empty bearer is no token (a challenge without `error`), whatever whitespace it kept;
 //! - `/api/tokens` is for the user's full rights: a scoped access token may neither list, create
-//!   nor revoke tokens (403 `DENIED`).
+//!   nor revoke tokens (403 with the account API's JSON error `forbidden`).
+
+// Test code indexes what it just built: a panic is a failing test.
+#![allow(clippy::indexing_slicing, clippy::string_slice)]
 
 mod common;
 
@@ -16,7 +19,7 @@ use http::StatusCode;
 use openregistry::auth::store;
 use openregistry::auth::token::{self, Signer};
 use openregistry::auth::{AuthSettings, PublicKeyListError, ScopePattern, TokenError};
-use openregistry::{Config, Registry};
+use openregistry::{Body, Config, Registry};
 use serde_json::json;
 
 const SERVICE: &str = "openregistry";
@@ -385,7 +388,7 @@ fn a_scoped_access_token_may_not_list_create_or_revoke_tokens() {
             (Method::DELETE, "tokens/0000000000000000".to_owned()),
         ] {
             let reply = api(&t, method, &path, user, scoped);
-            reply.expect_error(StatusCode::FORBIDDEN, "DENIED");
+            reply.expect_error(StatusCode::FORBIDDEN, "forbidden");
             assert!(reply.header("www-authenticate").is_none());
         }
     }
@@ -408,7 +411,7 @@ fn a_scoped_access_token_may_not_list_create_or_revoke_tokens() {
     .expect_status(StatusCode::OK);
     // A revoked token no longer signs in at all.
     api(&t, Method::GET, "tokens", "carol", &ci)
-        .expect_error(StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
+        .expect_error(StatusCode::UNAUTHORIZED, "unauthorized");
     // The visibility API stays within a scoped token's patterns (unchanged by this rule).
     api(
         &t,
@@ -417,5 +420,158 @@ fn a_scoped_access_token_may_not_list_create_or_revoke_tokens() {
         "carol",
         &star,
     )
-    .expect_error(StatusCode::BAD_REQUEST, "UNSUPPORTED");
+    .expect_error(StatusCode::BAD_REQUEST, "bad_request");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hostile paths on every route
+
+/// Paths with empty segments, dot segments, missing parts, percent-encoding and huge parts, for
+/// every route the registry has (and some it does not).
+fn hostile_paths() -> Vec<String> {
+    let mut paths: Vec<String> = [
+        "/api/repositories/visibility",
+        "/api/repositories//visibility",
+        "/api/repositories/",
+        "/api/repositories",
+        "/api/repositories/carol/app/visibility/",
+        "/api/repositories/%2e%2e/visibility",
+        "/api/repositories/carol/../bob/app/visibility",
+        "/api/repositories/Carol%20App/visibility",
+        "/api/",
+        "/api",
+        "/api//",
+        "/api/tokens/",
+        "/api/tokens//x",
+        "/api/tokens/%00",
+        "/api/tokens/%C3%A9",
+        "/token/",
+        "/token/x",
+        "/v2",
+        "/v2//",
+        "/v2/_catalog/x",
+        "/v2//manifests/x",
+        "/v2/manifests/",
+        "/v2/a/manifests/",
+        "/v2/a/manifests//",
+        "/v2/a//manifests/x",
+        "/v2/a/../b/manifests/x",
+        "/v2/%2e%2e/a/tags/list",
+        "/v2/a/tags/list/",
+        "/v2/a/tags/",
+        "/v2/a/blobs/",
+        "/v2/a/blobs/sha256:",
+        "/v2/a/blobs/%73ha256:00",
+        "/v2/a//blobs/uploads/",
+        "/v2/a/blobs/uploads//",
+        "/v2/a/blobs/uploads/../../x",
+        "/v2/a/blobs/uploads/zz.99999999999999999999999.1",
+        "/v2/a/blobs/uploads/.",
+        "/v2/a/blobs/uploads/%C3%A9.1",
+        "/v2/a/referrers/",
+        "/v2/a/referrers/sha256:zz",
+        "/v2/%C3%A9/manifests/%C3%BC",
+        "/v2/a/manifests/%FF%FE",
+    ]
+    .iter()
+    .map(|p| (*p).to_owned())
+    .collect();
+    paths.push(format!("/v2/{}manifests/x", "a/".repeat(300)));
+    paths.push(format!("/v2/a/manifests/{}", "x".repeat(10_000)));
+    paths.push(format!("/v2/a/blobs/sha256:{}", "0".repeat(10_000)));
+    paths.push(format!("/api/repositories/{}/visibility", "a/".repeat(300)));
+    paths.push(format!("/api/tokens/{}", "9".repeat(10_000)));
+    paths
+}
+
+/// An answer that is an error (no 5xx, which would be the server's fault), and a clean one: a
+/// JSON body that is an OCI error document or, on `/api/`, the account API's error.
+fn assert_clean_refusal(reply: &Reply, what: &str) {
+    assert!(
+        !reply.status.is_server_error(),
+        "{what}: answered {}",
+        reply.status
+    );
+    if reply.status.is_success() || reply.body.is_empty() {
+        return;
+    }
+    assert_eq!(
+        reply.header("content-type"),
+        Some("application/json"),
+        "{what}"
+    );
+    let body: serde_json::Value = serde_json::from_slice(&reply.body)
+        .unwrap_or_else(|e| panic!("{what}: error body is not JSON: {e}"));
+    let oci = body["errors"][0]["code"].is_string();
+    let api = body["error"]["code"].is_string() && body["error"]["message"].is_string();
+    assert!(oci || api, "{what}: not an error document: {body}");
+    assert_eq!(api, what.contains(" /api"), "{what}: the wrong kind of error: {body}");
+}
+
+#[test]
+fn every_route_answers_hostile_paths_with_a_clean_error_and_never_panics() {
+    use http::Method;
+    let open = TestRegistry::new();
+    let t = auth_registry(&secret_key(12));
+    create_user(&t, "carol", false);
+    let full = access_token(&t, "carol", "main", &[]);
+    let bearer = token_response(
+        &t,
+        "carol",
+        &full,
+        "scope=repository:carol/app:pull,push,delete&scope=repository:a:pull,push,delete",
+    )["token"]
+        .as_str()
+        .expect("a token")
+        .to_owned();
+    let credentials = [
+        ("no credentials", None),
+        ("basic", Some(basic("carol", &full))),
+        ("bearer", Some(format!("Bearer {bearer}"))),
+    ];
+    let methods = [
+        Method::GET,
+        Method::HEAD,
+        Method::PUT,
+        Method::POST,
+        Method::PATCH,
+        Method::DELETE,
+    ];
+    for path in hostile_paths() {
+        for method in &methods {
+            for (registry, mode) in [(&open, "open"), (&t, "auth")] {
+                for (who, authorization) in &credentials {
+                    let mut headers = vec![("content-type", "application/json")];
+                    if let Some(value) = authorization {
+                        headers.push(("authorization", value.as_str()));
+                    }
+                    let body = if *method == Method::GET || *method == Method::HEAD {
+                        Body::Empty
+                    } else {
+                        Body::from(r#"{"visibility":"public","name":"x"}"#)
+                    };
+                    let reply = registry.send(method.clone(), &path, &headers, body);
+                    let shown: String = path.chars().take(80).collect();
+                    assert_clean_refusal(&reply, &format!("{mode}, {who}: {method} {shown}"));
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn visibility_without_a_repository_is_not_found_not_a_panic() {
+    // Regression: this path used to slice `path[13..12]` and panic the handler.
+    let t = auth_registry(&secret_key(13));
+    create_user(&t, "carol", false);
+    let full = access_token(&t, "carol", "main", &[]);
+    t.put(
+        "/api/repositories/visibility",
+        &[
+            ("authorization", &basic("carol", &full)),
+            ("content-type", "application/json"),
+        ],
+        Body::from(r#"{"visibility":"public"}"#),
+    )
+    .expect_error(StatusCode::NOT_FOUND, "not_found");
 }

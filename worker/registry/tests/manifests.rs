@@ -797,22 +797,30 @@ fn an_invalid_tag_query_parameter_is_tag_invalid_and_tags_nothing() {
 }
 
 #[test]
-fn reading_an_invalid_tag_is_tag_invalid() {
+fn reading_or_deleting_a_reference_that_cannot_exist_is_manifest_unknown() {
+    // The official conformance suite v1.1.1 asks for `.INVALID_MANIFEST_NAME` and expects 404.
     let r = TestRegistry::new();
-    r.get(&format!("/v2/{REPO}/manifests/-bad"))
-        .expect_error(StatusCode::BAD_REQUEST, "TAG_INVALID");
+    r.prepare_image(REPO, "one");
+    for reference in ["-bad", ".INVALID_MANIFEST_NAME", "a+b", &"t".repeat(129)] {
+        r.get(&format!("/v2/{REPO}/manifests/{reference}"))
+            .expect_error(StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN");
+        r.head(&format!("/v2/{REPO}/manifests/{reference}"))
+            .expect_status(StatusCode::NOT_FOUND);
+        r.delete(&format!("/v2/{REPO}/manifests/{reference}"))
+            .expect_error(StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN");
+    }
 }
 
 #[test]
-fn a_malformed_digest_reference_is_digest_invalid() {
+fn a_malformed_digest_reference_is_not_found_when_read_and_digest_invalid_when_pushed() {
     let r = TestRegistry::new();
     r.get(&format!("/v2/{REPO}/manifests/sha256:abc"))
-        .expect_error(StatusCode::BAD_REQUEST, "DIGEST_INVALID");
+        .expect_error(StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN");
     let manifest = r.prepare_image(REPO, "one");
     r.put_manifest(REPO, "sha256:abc", &manifest)
         .expect_error(StatusCode::BAD_REQUEST, "DIGEST_INVALID");
     r.delete(&format!("/v2/{REPO}/manifests/sha256:abc"))
-        .expect_error(StatusCode::BAD_REQUEST, "DIGEST_INVALID");
+        .expect_error(StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN");
 }
 
 #[test]

@@ -1,9 +1,10 @@
 //! Settings from Spin variables, under the other hosts' names in lower case (Spin variable names
 //! are `[a-z][a-z0-9_]*`): `OPENREGISTRY_DATABASE_URL` is the component variable
 //! `openregistry_database_url`, set for `spin up` as `SPIN_VARIABLE_OPENREGISTRY_DATABASE_URL`.
-//! The table of settings is in `openregistry::edge`; `spin.toml` declares each one.
+//! The table of settings is `openregistry_host::SETTINGS` (shown in the README); `spin.toml`
+//! declares each one.
 
-use openregistry::edge::SettingSource;
+use openregistry_host::SettingSource;
 
 /// Reads component variables through `fermyon:spin/variables`.
 pub struct SpinVariables;

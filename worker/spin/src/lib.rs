@@ -20,7 +20,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::{Method, StatusCode};
 use openregistry::body::Body;
-use openregistry::edge::{misconfigured, EdgeSettings};
+use openregistry_host::{misconfigured, Embedded, Host, HostPorts, Settings};
 use openregistry::ports::{Clock, Random};
 use spin_sdk::http::{Fields, IncomingRequest, OutgoingResponse, ResponseOutparam};
 
@@ -50,18 +50,15 @@ impl Random for WasiRandom {
     }
 }
 
-/// Spin's default request body limit: none on a self-hosted Spin. Akamai Functions' 10 MiB is set
-/// with `openregistry_chunk_max_length` (see `spin.toml`).
-const DEFAULT_CHUNK_MAX: Option<u64> = None;
-
 fn registry() -> Result<openregistry::Registry, String> {
-    let settings = EdgeSettings::read(&SpinVariables, DEFAULT_CHUNK_MAX)?;
-    settings.registry(
-        Arc::new(SpinKv::open()?),
-        Arc::new(SpinHttp),
-        Arc::new(WasiClock),
-        Arc::new(WasiRandom),
-    )
+    let settings = Settings::read(&SpinVariables, Host::Spin)?;
+    let ports = HostPorts {
+        kv: Arc::new(SpinKv::open()?),
+        http: Arc::new(SpinHttp),
+        clock: Arc::new(WasiClock),
+        random: Arc::new(WasiRandom),
+    };
+    openregistry_host::build(&settings, ports, Embedded::default())
 }
 
 /// Spin's request as the core's, body streamed.

@@ -5,7 +5,7 @@ use http::{header, HeaderName, Response, StatusCode};
 use serde_json::{json, Map, Value};
 
 use super::{json_response, response, Query, Registry, OCI_FILTERS_APPLIED};
-use crate::auth::Claims;
+use crate::auth::{CatalogView, Claims};
 use crate::body::Body;
 use crate::digest::Digest;
 use crate::error::RegistryError;
@@ -88,15 +88,11 @@ impl Registry {
             Vec::new()
         } else {
             let metadata = Metadata::new(self.ports.sql.as_ref());
-            match (&self.auth, claims) {
-                (None, _) => metadata.repositories(&page.last, page.limit + 1).await?,
-                // With auth on: public repositories, the caller's namespace, or all for admins.
-                (Some(_), claims) => {
-                    let everything =
-                        claims.is_some_and(|c| c.actions_on("registry", "catalog").contains(&"*"));
-                    let owner = claims.map(|c| c.sub.as_str()).unwrap_or_default();
+            match self.policy.catalog_view(claims) {
+                CatalogView::All => metadata.repositories(&page.last, page.limit + 1).await?,
+                CatalogView::Visible { namespace } => {
                     metadata
-                        .visible_repositories(&page.last, page.limit + 1, owner, everything)
+                        .visible_repositories(&page.last, page.limit + 1, namespace.as_deref())
                         .await?
                 }
             }

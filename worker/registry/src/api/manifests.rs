@@ -21,7 +21,7 @@ impl Registry {
         reference: &str,
         with_body: bool,
     ) -> Result<Response<Body>, RegistryError> {
-        let reference = Reference::parse(reference)?;
+        let reference = readable_reference(reference)?;
         let metadata = Metadata::new(self.ports.sql.as_ref());
         let record = match &reference {
             Reference::Digest(digest) => {
@@ -122,7 +122,7 @@ impl Registry {
         reference: &str,
     ) -> Result<Response<Body>, RegistryError> {
         let metadata = Metadata::new(self.ports.sql.as_ref());
-        let deleted = match Reference::parse(reference)? {
+        let deleted = match readable_reference(reference)? {
             Reference::Digest(digest) => metadata.delete_manifest(repo, &digest).await?,
             Reference::Tag(tag) => metadata.delete_tag(repo, &tag).await?,
         };
@@ -135,4 +135,11 @@ impl Registry {
             Body::Empty,
         ))
     }
+}
+
+/// The reference of a GET, HEAD or DELETE: one that is neither a valid tag nor a valid digest
+/// names nothing that can exist, so it is simply not found (`MANIFEST_UNKNOWN`, as the
+/// conformance suite expects). Only a PUT is told its tag or digest is invalid.
+fn readable_reference(reference: &str) -> Result<Reference, RegistryError> {
+    Reference::parse(reference).map_err(|_| RegistryError::ManifestUnknown)
 }

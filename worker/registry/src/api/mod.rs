@@ -5,15 +5,18 @@
 //! `/v2/<name>/blobs/uploads/[<id>]`, `/v2/<name>/blobs/<digest>`, `/v2/<name>/manifests/<ref>`,
 //! `/v2/<name>/tags/list`, `/v2/<name>/referrers/<digest>`, plus `/v2/` and `/v2/_catalog`.
 
-mod auth;
+mod account;
 mod blobs;
 mod listing;
 mod manifests;
+mod token;
 mod uploads;
+
+pub use account::ApiError;
 
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 
-use crate::auth::{AuthSettings, Claims};
+use crate::auth::{AuthSettings, Claims, Policy, RouteKind};
 use crate::body::Body;
 use crate::config::Config;
 use crate::error::RegistryError;
@@ -27,6 +30,8 @@ pub struct Registry {
     config: Config,
     /// `None`: open mode (no authentication; the native host allows it on loopback only).
     auth: Option<AuthSettings>,
+    /// Every access decision.
+    policy: Policy,
 }
 
 /// Which endpoint a path names.
@@ -44,9 +49,30 @@ enum Route<'a> {
     Api { path: &'a str },
 }
 
+impl<'a> Route<'a> {
+    /// The route as the access policy sees it.
+    fn kind(&self) -> RouteKind<'a> {
+        match *self {
+            Route::Base => RouteKind::Base,
+            Route::Catalog => RouteKind::Catalog,
+            Route::Tags { name } => RouteKind::Tags { name },
+            Route::Manifest { name, .. } => RouteKind::Manifest { name },
+            Route::Blob { name, .. } => RouteKind::Blob { name },
+            Route::UploadStart { name } => RouteKind::UploadStart { name },
+            Route::Upload { name, .. } => RouteKind::Upload { name },
+            Route::Referrers { name, .. } => RouteKind::Referrers { name },
+            Route::Token => RouteKind::Token,
+            Route::Api { .. } => RouteKind::Api,
+        }
+    }
+}
+
 fn route(path: &str) -> Option<Route<'_>> {
     if path == "/token" {
         return Some(Route::Token);
+    }
+    if path == "/api" {
+        return Some(Route::Api { path: "" });
     }
     if let Some(api) = path.strip_prefix("/api/") {
         return Some(Route::Api { path: api });
@@ -94,12 +120,14 @@ impl Registry {
             ports,
             config,
             auth: None,
+            policy: Policy::new(false),
         }
     }
 
     /// Requires tokens on every registry route, and serves `/token` and `/api/`.
     pub fn with_auth(mut self, auth: AuthSettings) -> Self {
         self.auth = Some(auth);
+        self.policy = Policy::new(true);
         self
     }
 
@@ -134,9 +162,14 @@ impl Registry {
         let Some(route) = route(&path) else {
             return Err(RegistryError::NotFound);
         };
+        if let Route::Api { path } = route {
+            // The account API answers its own JSON errors.
+            let path = path.to_owned();
+            return Ok(self.account_api(&path, request).await);
+        }
         let method = request.method().clone();
         let query = Query::parse(request.uri().query());
-        let claims = self.authorize(&route, &method, &query, request.headers())?;
+        let claims = self.authorize(&route, &method, request.headers())?;
         let mut response = self
             .route_request(route, method, query, request, claims.as_ref())
             .await?;
@@ -172,7 +205,7 @@ impl Registry {
             Route::Token => self.token(request, &query).await,
             Route::Api { path } => {
                 let path = path.to_owned();
-                self.api(&path, request).await
+                Ok(self.account_api(&path, request).await)
             }
             Route::Base => match method {
                 Method::GET | Method::HEAD => Ok(json_response(StatusCode::OK, "{}".into())),

@@ -109,7 +109,7 @@ impl Registry {
     }
 
     fn chunk_headers(&self) -> Vec<(HeaderName, String)> {
-        let limits = self.ports.blobs.chunk_limits();
+        let limits = self.config.chunk_limits(self.ports.blobs.chunk_limits());
         let mut headers = Vec::new();
         if let Some(min) = limits.min {
             headers.push((OCI_CHUNK_MIN_LENGTH, min.to_string()));
@@ -160,9 +160,7 @@ impl Registry {
                 let from = RepoName::parse(from)?;
                 // Mounting needs pull on the source; without it, a plain upload (202) that does
                 // not reveal whether the blob exists there.
-                let may_pull = claims
-                    .is_none_or(|c| c.actions_on("repository", from.as_str()).contains(&"pull"));
-                if may_pull
+                if self.policy.may_mount_from(claims, from.as_str())
                     && metadata
                         .mount_blob(repo, &from, &digest, self.now_ms())
                         .await?
@@ -287,7 +285,7 @@ impl Registry {
         let reference = SessionRef::parse(reference)?;
         let loaded = session::load(self.ports.kv.as_ref(), repo, &reference).await?;
         let (Loaded::Current(session) | Loaded::Behind(session)) = &loaded;
-        if self.auth.is_some() && session.subject.as_deref() != subject {
+        if !self.policy.may_use_upload(session.subject.as_deref(), subject) {
             return Err(RegistryError::BlobUploadUnknown);
         }
         Ok(loaded)

@@ -4,13 +4,10 @@
 //!
 //! - [`token`]: signing and verifying tokens (public keys only at the edge).
 //! - [`store`]: users, access tokens and visibility in SQL.
-//! - this module: scopes, the policy (who may do what), and settings.
-//!
-//! Policy: an admin may do anything; a user may pull, push and delete in their namespace
-//! (`<user>` and `<user>/…`); anyone, signed in or not, may pull a public repository. A personal
-//! access token can only narrow that, through its scope patterns, and only an unscoped one (the
-//! user's full rights) may manage access tokens.
+//! - [`policy`]: who may do what — the one place every access decision is made.
+//! - this module: actions, scopes, principals and settings.
 
+pub mod policy;
 pub mod store;
 pub mod token;
 
@@ -19,6 +16,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use policy::{CatalogView, Policy, Requirement, RouteKind};
 pub use token::{Access, Claims, Signer, TokenError, VerifyingKey};
 
 /// An action on a repository.
@@ -120,11 +118,10 @@ impl ScopePattern {
             return true;
         }
         match self.repository.strip_suffix("/*") {
-            Some(prefix) => {
-                name.len() > prefix.len() + 1
-                    && name.starts_with(prefix)
-                    && name.as_bytes()[prefix.len()] == b'/'
-            }
+            Some(prefix) => name
+                .strip_prefix(prefix)
+                .and_then(|rest| rest.strip_prefix('/'))
+                .is_some_and(|rest| !rest.is_empty()),
             None => self.repository == name,
         }
     }
@@ -151,37 +148,6 @@ impl Principal {
 
     pub fn is_anonymous(&self) -> bool {
         self.name.is_empty()
-    }
-
-    pub fn owns(&self, repository: &str) -> bool {
-        !self.is_anonymous()
-            && (repository == self.name
-                || (repository.len() > self.name.len()
-                    && repository.starts_with(&self.name)
-                    && repository.as_bytes()[self.name.len()] == b'/'))
-    }
-
-    /// Whether this principal may list, create and revoke the user's access tokens: only with the
-    /// user's full rights, i.e. signed in with an unscoped access token. Scope patterns name
-    /// repositories and actions on them, and none of them grants managing the account: a scoped
-    /// token (even `repository:*:…`, and an admin's) must not reveal the user's other tokens or
-    /// revoke them, and cannot mint new ones.
-    pub fn may_manage_tokens(&self) -> bool {
-        !self.is_anonymous() && self.limits.is_none()
-    }
-
-    /// Whether the policy lets this principal do `action` on a repository of `visibility`.
-    pub fn may(&self, repository: &str, public: bool, action: Action) -> bool {
-        let by_role = self.admin || self.owns(repository) || (action == Action::Pull && public);
-        let by_token = match &self.limits {
-            None => true,
-            // A public pull never needs the token's permission: anyone may do it.
-            Some(_) if action == Action::Pull && public => true,
-            Some(patterns) => patterns
-                .iter()
-                .any(|p| p.matches(repository) && p.actions.contains(&action)),
-        };
-        by_role && by_token
     }
 }
 
@@ -300,14 +266,6 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 mod tests {
     use super::*;
 
-    fn user(name: &str) -> Principal {
-        Principal {
-            name: name.into(),
-            admin: false,
-            limits: None,
-        }
-    }
-
     #[test]
     fn scopes_parse_from_both_ends() {
         let scope = Scope::parse("repository:alice/app:pull,push").expect("valid");
@@ -331,51 +289,14 @@ mod tests {
     }
 
     #[test]
-    fn users_own_their_namespace_only() {
-        let alice = user("alice");
-        assert!(alice.may("alice", false, Action::Push));
-        assert!(alice.may("alice/app", false, Action::Delete));
-        assert!(!alice.may("alicebob/app", false, Action::Pull));
-        assert!(!alice.may("bob/app", false, Action::Pull));
-        assert!(alice.may("bob/app", true, Action::Pull));
-        assert!(!alice.may("bob/app", true, Action::Push));
-        let anonymous = Principal::anonymous();
-        assert!(anonymous.may("bob/app", true, Action::Pull));
-        assert!(!anonymous.may("bob/app", false, Action::Pull));
-        assert!(!anonymous.may("bob/app", true, Action::Push));
-    }
-
-    #[test]
-    fn access_token_scopes_narrow_but_never_widen() {
-        let mut alice = user("alice");
-        alice.limits = Some(vec![
-            ScopePattern::parse("repository:alice/ci/*:pull,push").expect("valid")
-        ]);
-        assert!(alice.may("alice/ci/app", false, Action::Push));
-        assert!(!alice.may("alice/other", false, Action::Pull));
-        assert!(!alice.may("alice/ci/app", false, Action::Delete));
-        alice.limits = Some(vec![
-            ScopePattern::parse("repository:*:pull,push,delete").expect("valid")
-        ]);
-        assert!(!alice.may("bob/app", false, Action::Push));
-    }
-
-    #[test]
-    fn only_the_users_full_rights_manage_tokens() {
-        let mut carol = user("carol");
-        assert!(carol.may_manage_tokens());
-        carol.limits = Some(vec![
-            ScopePattern::parse("repository:*:pull,push,delete").expect("valid")
-        ]);
-        assert!(
-            !carol.may_manage_tokens(),
-            "a `*` pattern is still a scoped token"
-        );
-        let mut root = user("root");
-        root.admin = true;
-        root.limits = carol.limits.clone();
-        assert!(!root.may_manage_tokens());
-        assert!(!Principal::anonymous().may_manage_tokens());
+    fn namespace_patterns_match_below_the_namespace_only() {
+        let pattern = ScopePattern::parse("repository:alice/*:pull").expect("valid");
+        assert!(pattern.matches("alice/app"));
+        assert!(pattern.matches("alice/a/b"));
+        assert!(!pattern.matches("alice"));
+        assert!(!pattern.matches("alice/"));
+        assert!(!pattern.matches("alicebob/app"));
+        assert!(ScopePattern::parse("repository:*:pull").expect("valid").matches("x"));
     }
 
     #[test]

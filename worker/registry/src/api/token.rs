@@ -1,21 +1,19 @@
-//! The auth endpoints and the access check every registry route goes through.
+//! The token endpoint and the access check every registry route goes through.
 //!
 //! - `GET /token` (Docker's token flow, Basic credentials or anonymous) and `POST /token` (the
-//!   OAuth2 form: `grant_type=password` or `refresh_token`), answering PASETO v4.public tokens.
-//! - [`Registry::authorize`]: the one place a route's required action is checked against the
-//!   request's bearer token; a missing or insufficient token gets a 401 challenge naming the scope.
-//! - `/api/`: a small JSON API for signed-in users (their access tokens, repository visibility);
-//!   only an unscoped access token manages access tokens, a scoped one is answered 403 `DENIED`.
+//!   OAuth2 form: `grant_type=password` or `refresh_token`), answering PASETO v4.public tokens
+//!   that carry what the [`Policy`](crate::auth::Policy) grants.
+//! - [`Registry::authorize`]: a route's [`Requirement`] checked against the request's bearer
+//!   token by the policy; a missing or insufficient token gets a 401 challenge naming the scope.
 
 use base64::Engine;
 use http::{header, HeaderMap, Method, Request, Response, StatusCode};
-use serde::Deserialize;
 use serde_json::json;
 
 use super::{header_text, json_response, Query, Registry, Route};
 use crate::auth::store;
 use crate::auth::token::{self, format_time};
-use crate::auth::{Access, Action, AuthSettings, Claims, Principal, Scope, ScopePattern};
+use crate::auth::{Access, Action, AuthSettings, Claims, Policy, Principal, Requirement, Scope};
 use crate::body::Body;
 use crate::error::RegistryError;
 use crate::names::RepoName;
@@ -25,27 +23,7 @@ const MAX_AUTHORIZATION_LEN: usize = 8 * 1024;
 /// Refresh tokens live this long (each use re-checks the access token they stand for).
 const REFRESH_TTL_MS: u64 = 30 * 24 * 3600 * 1000;
 
-/// The access a route needs: on which repository, which actions.
-fn needed(route: &Route<'_>, method: &Method, query: &Query) -> Vec<(String, Action)> {
-    let on = |name: &str, action| vec![(name.to_owned(), action)];
-    match route {
-        Route::Tags { name } | Route::Referrers { name, .. } => on(name, Action::Pull),
-        Route::Manifest { name, .. } | Route::Blob { name, .. } => match *method {
-            Method::PUT => on(name, Action::Push),
-            Method::DELETE => on(name, Action::Delete),
-            _ => on(name, Action::Pull),
-        },
-        Route::UploadStart { name } => {
-            // Pull on `from` is checked by the mount itself (without it: a plain upload).
-            let _ = query;
-            on(name, Action::Push)
-        }
-        Route::Upload { name, .. } => on(name, Action::Push),
-        Route::Base | Route::Catalog | Route::Token | Route::Api { .. } => Vec::new(),
-    }
-}
-
-fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, RegistryError> {
+pub(super) fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, RegistryError> {
     let Some(value) = header_text(headers, &header::AUTHORIZATION) else {
         return Ok(None);
     };
@@ -84,7 +62,7 @@ fn strip_scheme<'h>(value: &'h str, scheme: &str) -> Option<&'h str> {
 }
 
 impl Registry {
-    fn realm(&self, auth: &AuthSettings, headers: &HeaderMap) -> String {
+    pub(super) fn realm(&self, auth: &AuthSettings, headers: &HeaderMap) -> String {
         let base = match &auth.public_url {
             Some(url) => url.trim_end_matches('/').to_owned(),
             None => {
@@ -126,24 +104,23 @@ impl Registry {
         &self,
         route: &Route<'_>,
         method: &Method,
-        query: &Query,
         headers: &HeaderMap,
     ) -> Result<Option<Claims>, RegistryError> {
         let Some(auth) = &self.auth else {
             return Ok(None);
         };
-        let needs = needed(route, method, query);
-        if matches!(route, Route::Token | Route::Api { .. }) {
+        let requirement = Policy::required(route.kind(), method);
+        if requirement == Requirement::Nothing {
             return Ok(None);
         }
         // Names go into the challenge: only valid ones (a quote could inject parameters).
-        for (name, _) in &needs {
-            RepoName::parse(name)?;
-        }
-        let scope = (!needs.is_empty()).then(|| {
-            let actions: Vec<&str> = needs.iter().map(|(_, a)| a.name()).collect();
-            format!("repository:{}:{}", needs[0].0, actions.join(","))
-        });
+        let scope = match requirement {
+            Requirement::Repository { name, action } => {
+                RepoName::parse(name)?;
+                Some(format!("repository:{name}:{}", action.name()))
+            }
+            Requirement::Nothing | Requirement::OptionalToken => None,
+        };
         if header_text(headers, &header::AUTHORIZATION)
             .is_some_and(|h| h.len() > MAX_AUTHORIZATION_LEN)
         {
@@ -153,7 +130,7 @@ impl Registry {
             });
         }
         let Some(token) = bearer(headers) else {
-            if matches!(route, Route::Catalog) {
+            if requirement == Requirement::OptionalToken {
                 return Ok(None); // anonymous catalog: public repositories only
             }
             return Err(RegistryError::Unauthorized {
@@ -191,11 +168,8 @@ impl Registry {
                 reason: "a refresh token is not an access token".into(),
             });
         }
-        for (name, action) in &needs {
-            if !claims
-                .actions_on("repository", name)
-                .contains(&action.name())
-            {
+        if let Requirement::Repository { name, action } = requirement {
+            if !self.policy.token_permits(Some(&claims), name, action) {
                 return Err(RegistryError::Unauthorized {
                     challenge: self.challenge(auth, headers, scope, Some("insufficient_scope")),
                     reason: format!("the token does not grant {} on {name}", action.name()),
@@ -301,7 +275,7 @@ impl Registry {
             };
             let granted: Vec<String> = wanted
                 .into_iter()
-                .filter(|a| principal.may(&scope.name, is_public, *a))
+                .filter(|a| self.policy.grants(&principal, &scope.name, is_public, *a))
                 .map(|a| a.name().to_owned())
                 .collect();
             if !granted.is_empty() {
@@ -312,7 +286,7 @@ impl Registry {
                 });
             }
         }
-        if wants_catalog && principal.admin {
+        if wants_catalog && self.policy.grants_full_catalog(&principal) {
             access.push(Access {
                 kind: "registry".into(),
                 name: "catalog".into(),
@@ -355,7 +329,9 @@ impl Registry {
                 let refresh = signer
                     .sign(&refresh)
                     .map_err(|e| RegistryError::Internal(e.to_string()))?;
-                body["refresh_token"] = json!(refresh);
+                if let Some(fields) = body.as_object_mut() {
+                    fields.insert("refresh_token".into(), json!(refresh));
+                }
             }
         }
         let mut response = json_response(StatusCode::OK, body.to_string());
@@ -364,138 +340,5 @@ impl Registry {
             http::HeaderValue::from_static("no-store"),
         );
         Ok(response)
-    }
-
-    /// The signed-in user of an `/api/` call: Basic credentials with an access token.
-    async fn api_principal(
-        &self,
-        auth: &AuthSettings,
-        headers: &HeaderMap,
-    ) -> Result<Principal, RegistryError> {
-        let now = self.now_ms();
-        let unauthorized = |reason: &str| RegistryError::Unauthorized {
-            challenge: format!("Basic realm=\"{}\"", self.realm(auth, headers)),
-            reason: reason.to_owned(),
-        };
-        if let Some((user, password)) = basic_credentials(headers)? {
-            return store::authenticate(self.ports.sql.as_ref(), &user, &password, now)
-                .await?
-                .ok_or_else(|| unauthorized("invalid username or access token"));
-        }
-        Err(unauthorized(
-            "sign in with your user name and an access token",
-        ))
-    }
-
-    /// `/api/tokens`, `/api/tokens/<id>`, `/api/repositories/<name>/visibility`.
-    pub(super) async fn api(
-        &self,
-        path: &str,
-        request: Request<Body>,
-    ) -> Result<Response<Body>, RegistryError> {
-        let auth = self.auth.as_ref().ok_or(RegistryError::NotFound)?;
-        let principal = self.api_principal(auth, request.headers()).await?;
-        // Access tokens are managed with the user's full rights only (see
-        // `Principal::may_manage_tokens`): a scoped token is refused before anything is read.
-        if (path == "tokens" || path.starts_with("tokens/")) && !principal.may_manage_tokens() {
-            return Err(RegistryError::Denied);
-        }
-        let sql = self.ports.sql.as_ref();
-        let now = self.now_ms();
-        let store_error = |e: store::StoreError| match e {
-            store::StoreError::Registry(r) => r,
-            other => RegistryError::Unsupported(other.to_string()),
-        };
-        match (request.method().clone(), path) {
-            (Method::GET, "tokens") => {
-                let tokens = store::list_tokens(sql, &principal.name)
-                    .await
-                    .map_err(store_error)?;
-                Ok(json_response(
-                    StatusCode::OK,
-                    json!({ "tokens": tokens }).to_string(),
-                ))
-            }
-            (Method::POST, "tokens") => {
-                #[derive(Deserialize)]
-                struct NewToken {
-                    name: String,
-                    #[serde(default)]
-                    scopes: Vec<String>,
-                    expires_in_days: Option<u64>,
-                }
-                let body = request.into_body().collect(64 * 1024).await?;
-                let new: NewToken = serde_json::from_slice(&body)
-                    .map_err(|e| RegistryError::Unsupported(format!("bad JSON: {e}")))?;
-                let scopes: Option<Vec<ScopePattern>> =
-                    new.scopes.iter().map(|s| ScopePattern::parse(s)).collect();
-                let scopes = scopes.ok_or_else(|| {
-                    RegistryError::Unsupported(
-                        "a scope is not repository:<pattern>:<actions>".into(),
-                    )
-                })?;
-                let expires = new.expires_in_days.map(|d| now + d * 24 * 3600 * 1000);
-                let (id, token) = store::create_token(
-                    sql,
-                    self.ports.random.as_ref(),
-                    &principal.name,
-                    &new.name,
-                    &scopes,
-                    expires,
-                    now,
-                )
-                .await
-                .map_err(store_error)?;
-                Ok(json_response(
-                    StatusCode::CREATED,
-                    json!({ "id": id, "token": token }).to_string(),
-                ))
-            }
-            (Method::DELETE, path) if path.starts_with("tokens/") => {
-                let id = &path["tokens/".len()..];
-                if store::revoke_token(sql, Some(&principal.name), id, now)
-                    .await
-                    .map_err(store_error)?
-                {
-                    Ok(json_response(StatusCode::OK, "{}".into()))
-                } else {
-                    Err(RegistryError::NotFound)
-                }
-            }
-            (Method::PUT, path)
-                if path.starts_with("repositories/") && path.ends_with("/visibility") =>
-            {
-                let name = &path["repositories/".len()..path.len() - "/visibility".len()];
-                let repo = RepoName::parse(name)?;
-                // Changing visibility is a push-level act, within the token's own limits.
-                if !principal.may(repo.as_str(), false, Action::Push) {
-                    return Err(RegistryError::Denied);
-                }
-                #[derive(Deserialize)]
-                struct Visibility {
-                    visibility: String,
-                }
-                let body = request.into_body().collect(4096).await?;
-                let wanted: Visibility = serde_json::from_slice(&body)
-                    .map_err(|e| RegistryError::Unsupported(format!("bad JSON: {e}")))?;
-                let public = match wanted.visibility.as_str() {
-                    "public" => true,
-                    "private" => false,
-                    _ => {
-                        return Err(RegistryError::Unsupported(
-                            "visibility is public or private".into(),
-                        ))
-                    }
-                };
-                if !store::set_visibility(sql, repo.as_str(), public).await? {
-                    return Err(RegistryError::NameUnknown);
-                }
-                Ok(json_response(
-                    StatusCode::OK,
-                    json!({ "name": repo.as_str(), "visibility": wanted.visibility }).to_string(),
-                ))
-            }
-            _ => Err(RegistryError::NotFound),
-        }
     }
 }

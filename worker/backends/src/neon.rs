@@ -15,8 +15,8 @@ use bytes::Bytes;
 use http::{header, Method, Request, StatusCode};
 use serde::{Deserialize, Serialize};
 
-use crate::body::Body;
-use crate::ports::{HttpClient, Row, Sql, SqlError, SqlValue, Statement, Timeout, Unavailable};
+use openregistry::body::Body;
+use openregistry::ports::{HttpClient, Row, Sql, SqlError, SqlValue, Statement, Timeout, Unavailable};
 
 /// Neon's answers are capped at 10 MiB; anything bigger is not a Neon answer.
 const MAX_RESPONSE_BYTES: u64 = 16 * 1024 * 1024;
@@ -190,7 +190,7 @@ fn database_error(body: &[u8]) -> SqlError {
     let Ok(error) = serde_json::from_slice::<ErrorBody>(body) else {
         return unavailable(format!(
             "unreadable error answer: {}",
-            String::from_utf8_lossy(&body[..body.len().min(200)])
+            String::from_utf8_lossy(body.get(..200).unwrap_or(body))
         ));
     };
     match error.code.as_deref().unwrap_or_default() {
@@ -250,7 +250,7 @@ impl NeonSql {
             other => Err(unavailable(format!(
                 "HTTP {}: {}",
                 other.as_u16(),
-                String::from_utf8_lossy(&body[..body.len().min(200)])
+                String::from_utf8_lossy(body.get(..200).unwrap_or(&body))
             ))),
         }
     }

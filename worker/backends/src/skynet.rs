@@ -4,7 +4,7 @@
 //! Skynet's TUS endpoint takes any number of bytes in an upload's last PATCH, but every other PATCH
 //! must be a multiple of 40 MiB ([`TUS_ALIGN`]). OCI clients send chunks of any size, one request
 //! at a time, to a stateless handler. So the store:
-//! - cuts the incoming stream into 40 MiB pieces, each uploaded as one TUS *partial* upload
+//! - cuts the incoming stream into 40 MiB pieces (the core's part planner decides where), each uploaded as one TUS *partial* upload
 //!   (`Upload-Concat: partial`), retried from the portal's `Upload-Offset` after a failure;
 //! - keeps the unaligned rest (the *tail*) in `Kv` as write-once segments no larger than the
 //!   host's value limit, listed in the upload handle; the next request continues from them;
@@ -25,10 +25,11 @@ use http::{header, HeaderMap, Method, Request, StatusCode};
 use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
 
-use crate::body::{Body, ByteStream};
-use crate::digest::Digest;
-use crate::ports::{BlobStore, ChunkLimits, HttpClient, Kv, StoreError, Timeout, Unavailable};
-use crate::range::ByteRange;
+use openregistry::body::{Body, ByteStream};
+use openregistry::digest::Digest;
+use openregistry::ports::{BlobStore, ChunkLimits, HttpClient, Kv, StoreError, Timeout, Unavailable};
+use openregistry::planner::{Cut, PartPlanner};
+use openregistry::range::ByteRange;
 
 /// Every TUS PATCH but an upload's last must be a multiple of this (skyd's erasure-coded chunk).
 pub const TUS_ALIGN: u64 = 41_943_040;
@@ -105,7 +106,7 @@ impl Handle {
 }
 
 fn portal_error(what: &str, status: StatusCode, body: &[u8]) -> StoreError {
-    let text = String::from_utf8_lossy(&body[..body.len().min(300)])
+    let text = String::from_utf8_lossy(body.get(..300).unwrap_or(body))
         .trim()
         .to_owned();
     StoreError::Unavailable(Unavailable::new(
@@ -339,7 +340,13 @@ impl SkynetStore {
         let mut at = 0;
         for segment in &handle.segments {
             let value = self.segment(segment).await?;
-            fresh[at..at + value.len()].copy_from_slice(&value);
+            let place = fresh.get_mut(at..at + value.len()).ok_or_else(|| {
+                StoreError::Unavailable(Unavailable::new(
+                    "kv",
+                    format!("upload data {} is longer than listed", segment.key),
+                ))
+            })?;
+            place.copy_from_slice(&value);
             at += value.len();
         }
         Ok(fresh.freeze())
@@ -372,7 +379,7 @@ impl SkynetStore {
             // Keys name their content (offset + SHA-256): a client that rewinds and re-sends other
             // bytes writes other keys, so a key never holds two different values.
             let offset = handle.stored();
-            let fingerprint = hex::encode(&sha2::Sha256::digest(&piece)[..16]);
+            let fingerprint = hex::encode(sha2::Sha256::digest(&piece).get(..16).unwrap_or_default());
             let key = format!("skynet-tail/{}/{offset}-{fingerprint}", handle.id);
             handle.next_segment += 1;
             let len = piece.len() as u64;
@@ -420,20 +427,21 @@ impl BlobStore for SkynetStore {
             )));
         }
         let align = usize::try_from(TUS_ALIGN).unwrap_or(usize::MAX);
+        // Which bytes complete a piece and which extend the tail: the core's part planner.
+        let mut planner = PartPlanner::new(TUS_ALIGN, handle.tail_len());
         // The piece being assembled: this request's new bytes, which follow the stored tail. One
         // allocation of one piece; the tail is moved in front only when the piece is complete.
         let mut piece = BytesMut::new();
         while let Some(chunk) = bytes.next().await {
             let mut chunk = chunk?;
-            while !chunk.is_empty() {
-                let tail = usize::try_from(handle.tail_len()).unwrap_or(usize::MAX);
+            for cut in planner.cut(chunk.len() as u64) {
                 if piece.capacity() == 0 {
                     piece.reserve(align);
                 }
-                let room = align - tail - piece.len();
-                let take = room.min(chunk.len());
-                piece.extend_from_slice(&chunk.split_to(take));
-                if piece.len() + tail == align {
+                let (Cut::CompletesPart { len } | Cut::ExtendsTail { len }) = cut;
+                let len = usize::try_from(len).unwrap_or(usize::MAX).min(chunk.len());
+                piece.extend_from_slice(&chunk.split_to(len));
+                if let Cut::CompletesPart { .. } = cut {
                     let complete = self
                         .complete_piece(&handle, std::mem::take(&mut piece))
                         .await?;

@@ -1,0 +1,15 @@
+//! OpenRegistry's backend clients, written once against the core's ports so every host (native,
+//! Cloudflare Workers, Spin) reaches the same services the same way:
+//!
+//! - [`neon`]: the `Sql` port over Neon's SQL-over-HTTP protocol (Postgres), through `HttpClient`;
+//! - [`skynet`]: the `BlobStore` port on a Skynet portal (TUS pieces cut by the core's part
+//!   planner, the unaligned tail in `Kv`), through `HttpClient`.
+//!
+//! Kept out of the protocol crate (`openregistry`) so that it holds only the OCI protocol, the
+//! access policy, upload sessions and the ports; wasm-clean like it.
+
+pub mod neon;
+pub mod skynet;
+
+pub use neon::{NeonConfig, NeonConfigError, NeonSql};
+pub use skynet::{SkynetConfig, SkynetStore, TUS_ALIGN};

@@ -1,0 +1,141 @@
+//! How every host (native, Cloudflare Workers, Spin) turns its settings into a registry: one
+//! settings table and reader ([`settings`]), and one builder ([`build`]) over the host's ports.
+//!
+//! The builder picks the backends the settings name — Postgres over Neon's HTTP protocol for
+//! metadata, a Skynet portal for blobs — and otherwise takes the embedded ones a host supplies
+//! (natively SQLite and files; the edge has none, and its settings require the remote ones).
+
+pub mod settings;
+
+use std::sync::Arc;
+
+use openregistry::auth::{AuthSettings, Signer};
+use openregistry::body::Body;
+use openregistry::ports::{BlobStore, Clock, HttpClient, Kv, Ports, Random, Sql, Unavailable};
+use openregistry::{Config, Registry, RegistryError};
+use openregistry_backends::{NeonConfig, NeonSql, SkynetConfig, SkynetStore};
+
+pub use settings::{Host, Setting, SettingSource, Settings, SETTINGS};
+
+/// What a host always supplies.
+#[derive(Clone)]
+pub struct HostPorts {
+    pub kv: Arc<dyn Kv>,
+    pub http: Arc<dyn HttpClient>,
+    pub clock: Arc<dyn Clock>,
+    pub random: Arc<dyn Random>,
+}
+
+/// A host's embedded defaults, used where the settings name no remote backend.
+#[derive(Default)]
+pub struct Embedded {
+    pub sql: Option<Arc<dyn Sql>>,
+    pub blobs: Option<Arc<dyn BlobStore>>,
+    /// The token key when `OPENREGISTRY_TOKEN_KEY` is unset (natively: the data directory's).
+    pub token_key: Option<Signer>,
+}
+
+impl Settings {
+    /// The metadata database the settings name (Postgres over Neon's HTTP protocol), or `None`
+    /// for the host's embedded one.
+    pub fn remote_sql(&self, http: Arc<dyn HttpClient>) -> Result<Option<Arc<dyn Sql>>, String> {
+        let Some(database) = &self.database else {
+            return Ok(None);
+        };
+        let mut neon = NeonConfig::new(&database.url, database.endpoint.as_deref())
+            .map_err(|e| format!("OPENREGISTRY_DATABASE_URL: {e}"))?;
+        neon.timeout = database.timeout;
+        Ok(Some(Arc::new(NeonSql::new(http, neon))))
+    }
+
+    /// Where the remote database is, for logs (never the URL: it holds the password).
+    pub fn describe_database(&self) -> Option<String> {
+        let database = self.database.as_ref()?;
+        NeonConfig::new(&database.url, database.endpoint.as_deref())
+            .ok()
+            .map(|c| format!("postgres over HTTP at {}", c.endpoint))
+    }
+
+    /// The blob store the settings name (a Skynet portal), or `None` for the host's embedded one.
+    pub fn remote_blobs(
+        &self,
+        http: Arc<dyn HttpClient>,
+        kv: Arc<dyn Kv>,
+    ) -> Option<Arc<dyn BlobStore>> {
+        let skynet = self.skynet.as_ref()?;
+        let mut config = SkynetConfig::new(&skynet.portal, skynet.api_key.clone());
+        config.timeout = skynet.timeout;
+        Some(Arc::new(SkynetStore::new(http, kv, config)))
+    }
+
+    /// The core's settings.
+    pub fn config(&self) -> Config {
+        Config {
+            redirect_blob_downloads: self.blob_redirect,
+            chunk_min_length: self.chunk_min,
+            chunk_max_length: self.chunk_max,
+            ..Config::default()
+        }
+    }
+
+    /// Token settings when authentication is on; `default_key` is asked only when no key is set.
+    pub fn auth_settings(
+        &self,
+        default_key: Option<Signer>,
+    ) -> Result<Option<AuthSettings>, String> {
+        let Some(auth) = &self.auth else {
+            return Ok(None);
+        };
+        let signer = match (&auth.token_key, default_key) {
+            (Some(key), _) => {
+                Signer::from_paserk(key).map_err(|e| format!("OPENREGISTRY_TOKEN_KEY: {e}"))?
+            }
+            (None, Some(key)) => key,
+            (None, None) => return Err("OPENREGISTRY_TOKEN_KEY is not set".into()),
+        };
+        let mut core = AuthSettings::new(&auth.service, signer)
+            .map_err(|e| format!("OPENREGISTRY_TOKEN_KEY: {e}"))?;
+        if let Some(list) = &auth.public_keys {
+            core.accept_public_keys(list)
+                .map_err(|e| format!("OPENREGISTRY_TOKEN_PUBLIC_KEYS: {e}"))?;
+        }
+        core.public_url = auth.public_url.clone();
+        core.token_ttl = auth.token_ttl;
+        Ok(Some(core))
+    }
+}
+
+/// The registry the settings describe, over the host's ports: the one builder of every host.
+/// The error names the bad or missing setting.
+pub fn build(settings: &Settings, ports: HostPorts, embedded: Embedded) -> Result<Registry, String> {
+    let sql = match settings.remote_sql(ports.http.clone())? {
+        Some(sql) => sql,
+        None => embedded
+            .sql
+            .ok_or("OPENREGISTRY_DATABASE_URL is not set and this host has no embedded database")?,
+    };
+    let blobs = match settings.remote_blobs(ports.http.clone(), ports.kv.clone()) {
+        Some(blobs) => blobs,
+        None => embedded
+            .blobs
+            .ok_or("OPENREGISTRY_SKYNET_PORTAL is not set and this host has no embedded storage")?,
+    };
+    let core_ports = Ports {
+        kv: ports.kv,
+        sql,
+        blobs,
+        http: ports.http,
+        clock: ports.clock,
+        random: ports.random,
+    };
+    let mut registry = Registry::new(core_ports, settings.config());
+    if let Some(auth) = settings.auth_settings(embedded.token_key)? {
+        registry = registry.with_auth(auth);
+    }
+    Ok(registry)
+}
+
+/// The OCI error answer for a request a host cannot serve (bad configuration): 503.
+pub fn misconfigured(message: String) -> http::Response<Body> {
+    RegistryError::Unavailable(Unavailable::new("configuration", message)).into_response()
+}
