@@ -16,7 +16,9 @@ use http::{header, Method, Request, StatusCode};
 use serde::{Deserialize, Serialize};
 
 use openregistry::body::Body;
-use openregistry::ports::{HttpClient, Row, Sql, SqlError, SqlValue, Statement, Timeout, Unavailable};
+use openregistry::ports::{
+    HttpClient, Row, Sql, SqlError, SqlValue, Statement, Timeout, Unavailable,
+};
 
 /// Neon's answers are capped at 10 MiB; anything bigger is not a Neon answer.
 const MAX_RESPONSE_BYTES: u64 = 16 * 1024 * 1024;

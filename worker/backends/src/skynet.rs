@@ -27,8 +27,10 @@ use sha2::Digest as _;
 
 use openregistry::body::{Body, ByteStream};
 use openregistry::digest::Digest;
-use openregistry::ports::{BlobStore, ChunkLimits, HttpClient, Kv, StoreError, Timeout, Unavailable};
 use openregistry::planner::{Cut, PartPlanner};
+use openregistry::ports::{
+    BlobStore, ChunkLimits, HttpClient, Kv, StoreError, Timeout, Unavailable,
+};
 use openregistry::range::ByteRange;
 
 /// Every TUS PATCH but an upload's last must be a multiple of this (skyd's erasure-coded chunk).
@@ -379,7 +381,8 @@ impl SkynetStore {
             // Keys name their content (offset + SHA-256): a client that rewinds and re-sends other
             // bytes writes other keys, so a key never holds two different values.
             let offset = handle.stored();
-            let fingerprint = hex::encode(sha2::Sha256::digest(&piece).get(..16).unwrap_or_default());
+            let fingerprint =
+                hex::encode(sha2::Sha256::digest(&piece).get(..16).unwrap_or_default());
             let key = format!("skynet-tail/{}/{offset}-{fingerprint}", handle.id);
             handle.next_segment += 1;
             let len = piece.len() as u64;

@@ -90,10 +90,11 @@ fn registry(settings: &Settings, env: &Env) -> Result<Registry, String> {
 
 /// `/path?query` of an absolute URL.
 fn path_and_query(url: &str) -> &str {
-    let after_scheme = url.find("://").map_or(0, |i| i + 3);
-    url[after_scheme..]
+    let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
+    after_scheme
         .find('/')
-        .map_or("/", |i| &url[after_scheme + i..])
+        .and_then(|i| after_scheme.get(i..))
+        .unwrap_or("/")
 }
 
 /// The runtime's request as the core's, body streamed (and a handle to drain what is left of it).
@@ -249,9 +250,13 @@ async fn serve(
     }
 
     let (core, body) = core_request(request)?;
-    let response = registry.handle(core).await;
+    let (response, follow_up) = registry.handle_deferred(core).await;
     if let Some(body) = body {
         body.drain().await;
+    }
+    // The request's events (for caches, webhooks, GC) are delivered after the response.
+    if !follow_up.is_empty() {
+        ctx.wait_until(follow_up.run());
     }
 
     let status = response.status();

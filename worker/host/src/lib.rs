@@ -107,7 +107,11 @@ impl Settings {
 
 /// The registry the settings describe, over the host's ports: the one builder of every host.
 /// The error names the bad or missing setting.
-pub fn build(settings: &Settings, ports: HostPorts, embedded: Embedded) -> Result<Registry, String> {
+pub fn build(
+    settings: &Settings,
+    ports: HostPorts,
+    embedded: Embedded,
+) -> Result<Registry, String> {
     let sql = match settings.remote_sql(ports.http.clone())? {
         Some(sql) => sql,
         None => embedded

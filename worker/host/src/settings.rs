@@ -610,7 +610,10 @@ mod tests {
     fn native_refuses_a_public_address_without_auth_or_open() {
         let public = read_ok(&[("OPENREGISTRY_LISTEN", "0.0.0.0:5000")], Host::Native);
         let error = public.refuse_unprotected_listen().expect_err("refused");
-        assert!(error.starts_with("refusing to listen on 0.0.0.0:5000"), "{error}");
+        assert!(
+            error.starts_with("refusing to listen on 0.0.0.0:5000"),
+            "{error}"
+        );
         read_ok(
             &[
                 ("OPENREGISTRY_LISTEN", "0.0.0.0:5000"),
@@ -700,7 +703,10 @@ mod tests {
     #[test]
     fn the_reader_asks_for_exactly_the_settings_in_the_table_for_each_host() {
         let everything: Vec<(&'static str, &'static str)> = vec![
-            ("OPENREGISTRY_DATABASE_URL", "postgres://u:p@db.example.com/x"),
+            (
+                "OPENREGISTRY_DATABASE_URL",
+                "postgres://u:p@db.example.com/x",
+            ),
             ("OPENREGISTRY_SKYNET_PORTAL", "https://portal.example"),
             ("OPENREGISTRY_AUTH", "true"),
             ("OPENREGISTRY_TOKEN_KEY", "k4.secret.x"),

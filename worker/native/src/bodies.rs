@@ -119,9 +119,7 @@ impl RequestBody {
                 }
             }
         };
-        tokio::time::timeout(time, read_rest)
-            .await
-            .unwrap_or(false)
+        tokio::time::timeout(time, read_rest).await.unwrap_or(false)
     }
 
     /// For a response that says `Connection: close` while the client is still sending: reads
@@ -166,5 +164,120 @@ pub fn to_hyper(body: Body) -> HyperBody {
         Body::Stream(stream) => {
             BodyExt::boxed_unsync(StreamBody::new(stream.map(|chunk| chunk.map(Frame::data))))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::convert::Infallible;
+    use std::io::{Read as _, Write as _};
+    use std::net::SocketAddr;
+
+    use hyper::header::{HeaderValue, CONNECTION};
+    use hyper::{Request, Response, StatusCode};
+    use hyper_util::rt::TokioIo;
+    use tokio::net::TcpListener;
+
+    const MIB: usize = 1024 * 1024;
+
+    /// Serves one connection the way `server::serve_one` treats a refused chunk: the handler
+    /// drops the body unread and answers 416; then the rest is drained, or the response says
+    /// `Connection: close` and the body lingers within `bounds`.
+    async fn refusing_server(bounds: (u64, Duration)) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("local address");
+        tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.expect("accept");
+            let service =
+                hyper::service::service_fn(move |request: Request<Incoming>| async move {
+                    let (core_body, handle) = from_incoming(request.into_body());
+                    drop(core_body);
+                    let mut response = Response::new(Full::new(Bytes::from_static(b"refused")));
+                    *response.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
+                    if !handle.drain().await {
+                        response
+                            .headers_mut()
+                            .insert(CONNECTION, HeaderValue::from_static("close"));
+                        handle.linger_within(bounds.0, bounds.1);
+                    }
+                    Ok::<_, Infallible>(response)
+                });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+        addr
+    }
+
+    /// Sends a PATCH with a body of `len` bytes, all of it before reading anything (as Python's
+    /// http.client and Go's net/http do), then reads until the server closes or `then` is sent
+    /// and answered. Everything the server sent, or the first I/O error.
+    fn send_then_read(addr: SocketAddr, len: usize, then: Option<&str>) -> std::io::Result<String> {
+        let mut stream = std::net::TcpStream::connect(addr)?;
+        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+        write!(
+            stream,
+            "PATCH /v2/a/blobs/uploads/u HTTP/1.1\r\nHost: test\r\nContent-Length: {len}\r\n\r\n"
+        )?;
+        let piece = vec![b'x'; MIB];
+        let mut left = len;
+        while left > 0 {
+            let n = left.min(MIB);
+            stream.write_all(&piece[..n])?;
+            left -= n;
+        }
+        let mut answer = Vec::new();
+        if let Some(next) = then {
+            let mut buffer = [0u8; 4096];
+            let n = stream.read(&mut buffer)?;
+            answer.extend_from_slice(&buffer[..n]);
+            stream.write_all(next.as_bytes())?;
+            let n = stream.read(&mut buffer)?;
+            answer.extend_from_slice(&buffer[..n]);
+        } else {
+            stream.read_to_end(&mut answer)?;
+        }
+        Ok(String::from_utf8_lossy(&answer).into_owned())
+    }
+
+    #[tokio::test]
+    async fn a_small_unread_rest_is_drained_and_the_connection_reused() {
+        let addr = refusing_server((LINGER_LIMIT, LINGER_TIME)).await;
+        let next =
+            "PATCH /v2/a/blobs/uploads/u HTTP/1.1\r\nHost: test\r\nContent-Length: 3\r\n\r\nabc";
+        let answer = tokio::task::spawn_blocking(move || send_then_read(addr, 1000, Some(next)))
+            .await
+            .expect("client thread")
+            .expect("client I/O");
+        assert_eq!(answer.matches("HTTP/1.1 416").count(), 2, "{answer}");
+        assert!(!answer.contains("connection: close"), "{answer}");
+    }
+
+    #[tokio::test]
+    async fn a_large_refused_body_is_discarded_after_the_response_and_the_connection_closed_cleanly(
+    ) {
+        // 48 MiB: far more than the socket buffers hold, so that a server that stopped reading
+        // would reset the connection while the client is still sending.
+        let addr = refusing_server((LINGER_LIMIT, LINGER_TIME)).await;
+        let answer = tokio::task::spawn_blocking(move || send_then_read(addr, 48 * MIB, None))
+            .await
+            .expect("client thread")
+            .expect("the client sends everything and reads the answer without a reset");
+        assert!(answer.starts_with("HTTP/1.1 416"), "{answer}");
+        assert!(answer.contains("connection: close"), "{answer}");
+        assert!(answer.ends_with("refused"), "{answer}");
+    }
+
+    #[tokio::test]
+    async fn past_the_bound_the_refused_body_is_dropped_and_the_connection_closed() {
+        let addr = refusing_server((4 * MIB as u64, LINGER_TIME)).await;
+        let result = tokio::task::spawn_blocking(move || send_then_read(addr, 64 * MIB, None))
+            .await
+            .expect("client thread");
+        assert!(
+            result.is_err(),
+            "64 MiB went through a 4 MiB bound: {result:?}"
+        );
     }
 }

@@ -64,7 +64,10 @@ impl clap::Args for SettingFlags {
                 .env(setting.name)
                 .global(true)
                 .hide_env_values(setting.secret)
-                .help(format!("{} [default: {}]", setting.meaning, setting.default));
+                .help(format!(
+                    "{} [default: {}]",
+                    setting.meaning, setting.default
+                ));
             if setting.is_switch() {
                 // `--auth` alone means true; `--auth=false` and the variable's text also work.
                 arg = arg
@@ -285,7 +288,10 @@ async fn main() -> std::process::ExitCode {
             Ok(sql) => accounts::token(action, sql.as_ref()).await,
             Err(e) => Err(e),
         },
-        Command::TokenKey { action, settings: flags } => flags.settings().and_then(|settings| {
+        Command::TokenKey {
+            action,
+            settings: flags,
+        } => flags.settings().and_then(|settings| {
             // The configured key even when authentication is off: `token-key` inspects it.
             let key = flags.get("OPENREGISTRY_TOKEN_KEY");
             accounts::token_key_command(action, key.as_deref(), Path::new(&settings.data_dir))

@@ -197,7 +197,11 @@ async fn serve_one(
         .get(hyper::header::EXPECT)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
     let (core_request, body) = into_core_request(request);
-    let mut response = registry.handle(core_request).await;
+    let (mut response, follow_up) = registry.handle_deferred(core_request).await;
+    // The request's events (for caches, webhooks, GC) are delivered after the response.
+    if !follow_up.is_empty() {
+        tokio::spawn(follow_up.run());
+    }
     let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     log.record(&method, &path, response.status().as_u16(), ms);
     // What the handler left of the body: a small rest is read now and the connection reused; a

@@ -17,6 +17,7 @@ pub mod memory;
 pub mod metadata;
 pub mod migrations;
 pub mod names;
+pub mod operations;
 pub mod planner;
 pub mod ports;
 pub mod range;

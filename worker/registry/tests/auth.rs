@@ -505,7 +505,11 @@ fn assert_clean_refusal(reply: &Reply, what: &str) {
     let oci = body["errors"][0]["code"].is_string();
     let api = body["error"]["code"].is_string() && body["error"]["message"].is_string();
     assert!(oci || api, "{what}: not an error document: {body}");
-    assert_eq!(api, what.contains(" /api"), "{what}: the wrong kind of error: {body}");
+    assert_eq!(
+        api,
+        what.contains(" /api"),
+        "{what}: the wrong kind of error: {body}"
+    );
 }
 
 #[test]

@@ -16,7 +16,7 @@ mod outbound;
 mod wasi_io;
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::{Method, StatusCode};
 use openregistry::body::Body;
@@ -27,6 +27,7 @@ use spin_sdk::http::{Fields, IncomingRequest, OutgoingResponse, ResponseOutparam
 use crate::config::SpinVariables;
 use crate::kv::SpinKv;
 use crate::outbound::SpinHttp;
+use crate::wasi_io::RequestBody;
 
 /// Wall-clock time from `wasi:clocks/wall-clock`.
 struct WasiClock;
@@ -46,7 +47,9 @@ impl Random for WasiRandom {
     fn fill(&self, buffer: &mut [u8]) {
         let len = u64::try_from(buffer.len()).unwrap_or(u64::MAX);
         let bytes = wasi::random::random::get_random_bytes(len);
-        buffer.copy_from_slice(&bytes[..buffer.len()]);
+        for (byte, random) in buffer.iter_mut().zip(bytes) {
+            *byte = random;
+        }
     }
 }
 
@@ -61,8 +64,18 @@ fn registry() -> Result<openregistry::Registry, String> {
     openregistry_host::build(&settings, ports, Embedded::default())
 }
 
-/// Spin's request as the core's, body streamed.
-fn core_request(request: IncomingRequest) -> Result<http::Request<Body>, String> {
+/// The most of a request body the core did not read (a refused chunk) that is read and dropped
+/// before the response is finished, so that a client that sends its whole body before it reads
+/// the answer gets the answer rather than a broken pipe. A chunk is rarely more than a few hundred
+/// MiB (Skynet's pieces are 40 MiB); past this the component ends and the host closes.
+const DISCARD_LIMIT: u64 = 1024 * 1024 * 1024;
+/// How long that may take: 1 GiB at ~20 MiB/s. Spin's own per-request limits may be shorter.
+const DISCARD_TIME: Duration = Duration::from_secs(60);
+
+/// Spin's request as the core's, body streamed, and the entry's handle on that body.
+fn core_request(
+    request: IncomingRequest,
+) -> Result<(http::Request<Body>, Option<RequestBody>), String> {
     let method = request.method().to_string();
     let method = Method::from_bytes(method.as_bytes()).map_err(|e| e.to_string())?;
     let path = request.path_with_query().unwrap_or_else(|| "/".into());
@@ -89,23 +102,35 @@ fn core_request(request: IncomingRequest) -> Result<http::Request<Body>, String>
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.trim() == "0");
-    let body = if method == Method::GET || method == Method::HEAD || declared_empty {
-        Body::Empty
+    let (body, handle) = if method == Method::GET || method == Method::HEAD || declared_empty {
+        (Body::Empty, None)
     } else {
         let body = request
             .consume()
             .map_err(|()| "the request body was already taken".to_owned())?;
-        Body::Stream(wasi_io::incoming(body, None)?)
+        let handle = RequestBody::new(body)?;
+        (Body::Stream(handle.stream()), Some(handle))
     };
+    // A client waiting for `100 Continue` has sent nothing yet: reading its body would ask for it.
+    let expects_continue = headers
+        .get(http::header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    let handle = handle.filter(|_| !expects_continue);
     let mut core = http::Request::new(body);
     *core.method_mut() = method;
     *core.uri_mut() = path.parse().map_err(|e| format!("{path}: {e}"))?;
     *core.headers_mut() = headers;
-    Ok(core)
+    Ok((core, handle))
 }
 
-/// Streams the core's response out through Spin.
-async fn respond(response: http::Response<Body>, out: ResponseOutparam, is_head: bool) {
+/// Streams the core's response out through Spin. `unread` is the request body, of which the
+/// core may have left a part unread (it refuses some chunks without reading them).
+async fn respond(
+    response: http::Response<Body>,
+    out: ResponseOutparam,
+    is_head: bool,
+    unread: Option<RequestBody>,
+) {
     let (parts, body) = response.into_parts();
     let headers = Fields::new();
     for (name, value) in &parts.headers {
@@ -122,6 +147,16 @@ async fn respond(response: http::Response<Body>, out: ResponseOutparam, is_head:
         return;
     };
     out.set(response);
+    // The status and headers are on their way. Spin ends the component as soon as the host has
+    // sent the response body (its `AbortOnDropBody`), which then drops the request body unread
+    // and resets a client still sending it. So what the core left of the request body is read
+    // and dropped now, between the head and the body of the response (bounded; past the bounds
+    // the host closes the connection).
+    if let Some(rest) = unread.filter(|body| !body.is_read()) {
+        if !rest.discard(DISCARD_LIMIT, DISCARD_TIME).await {
+            eprintln!("openregistry: unread request body beyond {DISCARD_LIMIT} bytes or {DISCARD_TIME:?}; dropped");
+        }
+    }
     // Statuses that may not carry a body get none; HEAD answers keep their Content-Length header.
     let no_body = is_head
         || matches!(
@@ -137,12 +172,13 @@ async fn respond(response: http::Response<Body>, out: ResponseOutparam, is_head:
 #[spin_sdk::http_component]
 async fn handle(request: IncomingRequest, out: ResponseOutparam) {
     let is_head = matches!(request.method(), spin_sdk::http::Method::Head);
-    let response = match registry().and_then(|registry| Ok((registry, core_request(request)?))) {
-        Ok((registry, request)) => registry.handle(request).await,
-        Err(message) => {
-            eprintln!("openregistry: {message}");
-            misconfigured(message)
-        }
-    };
-    respond(response, out, is_head).await;
+    let (response, unread) =
+        match registry().and_then(|registry| Ok((registry, core_request(request)?))) {
+            Ok((registry, (request, unread))) => (registry.handle(request).await, unread),
+            Err(message) => {
+                eprintln!("openregistry: {message}");
+                (misconfigured(message), None)
+            }
+        };
+    respond(response, out, is_head, unread).await;
 }

@@ -1,14 +1,18 @@
 //! Streams over the WASIp2 `wasi:io` interfaces, driven by spin-executor: an incoming body as the
-//! core's [`ByteStream`] (read in up to 1 MiB pieces), and the core's [`Body`] written into an
-//! outgoing body with back-pressure.
+//! core's [`ByteStream`] (read in up to 1 MiB pieces), the core's [`Body`] written into an
+//! outgoing body with back-pressure, and the request body shared between the core and the entry
+//! ([`RequestBody`]), which discards what the core left unread.
 //!
 //! Written here rather than taken from spin-sdk because its helpers read 16 KiB at a time, copy
 //! every chunk into a `Vec`, and cannot keep an incoming response alive next to its body (dropping
 //! the response first cancels the exchange in wasmtime, wasmtime#7413).
 
+use std::cell::RefCell;
 use std::future::Future;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -16,6 +20,7 @@ use openregistry::body::{Body, BodyError, ByteStream};
 use spin_executor::CancelOnDropToken;
 use spin_sdk::http::{IncomingResponse, OutgoingBody};
 use spin_sdk::wit::wasi::http0_2_0::types::IncomingBody;
+use wasi::clocks::monotonic_clock;
 use wasi::io::poll::Pollable;
 use wasi::io::streams::{InputStream, OutputStream, StreamError};
 
@@ -83,15 +88,72 @@ pub fn incoming(
     body: IncomingBody,
     response: Option<IncomingResponse>,
 ) -> Result<ByteStream, String> {
-    let stream = body
-        .stream()
-        .map_err(|()| "the body stream was already taken".to_owned())?;
-    Ok(Box::pin(Incoming {
-        stream: Some(stream),
-        _body: body,
-        _response: response,
-        parked: Parked::default(),
-    }))
+    Ok(Box::pin(Incoming::new(body, response)?))
+}
+
+impl Incoming {
+    fn new(body: IncomingBody, response: Option<IncomingResponse>) -> Result<Self, String> {
+        let stream = body
+            .stream()
+            .map_err(|()| "the body stream was already taken".to_owned())?;
+        Ok(Incoming {
+            stream: Some(stream),
+            _body: body,
+            _response: response,
+            parked: Parked::default(),
+        })
+    }
+}
+
+/// The body of the request being served, shared by the core's stream ([`RequestBody::stream`])
+/// and the entry, which discards what the core did not read ([`RequestBody::discard`]).
+#[derive(Clone)]
+pub struct RequestBody(Rc<RefCell<Incoming>>);
+
+impl RequestBody {
+    pub fn new(body: IncomingBody) -> Result<Self, String> {
+        Ok(Self(Rc::new(RefCell::new(Incoming::new(body, None)?))))
+    }
+
+    /// The body as the core's stream.
+    pub fn stream(&self) -> ByteStream {
+        let shared = self.0.clone();
+        Box::pin(futures::stream::poll_fn(move |cx| {
+            shared.borrow_mut().poll_next_unpin(cx)
+        }))
+    }
+
+    /// Whether the body has been read to its end.
+    pub fn is_read(&self) -> bool {
+        self.0.borrow().stream.is_none()
+    }
+
+    /// Reads and drops up to `limit` bytes of what is left of the body, for up to `time`, in
+    /// constant memory. `true` when the body ended within both bounds.
+    pub async fn discard(&self, limit: u64, time: Duration) -> bool {
+        let nanos = u64::try_from(time.as_nanos()).unwrap_or(u64::MAX);
+        let deadline = monotonic_clock::now().saturating_add(nanos);
+        let mut timer = Parked::default();
+        let mut read = 0u64;
+        futures::future::poll_fn(|cx| loop {
+            if monotonic_clock::now() >= deadline {
+                return Poll::Ready(false);
+            }
+            match self.0.borrow_mut().poll_next_unpin(cx) {
+                Poll::Ready(None) => return Poll::Ready(true),
+                Poll::Ready(Some(Ok(bytes))) => {
+                    read = read.saturating_add(u64::try_from(bytes.len()).unwrap_or(u64::MAX));
+                    if read > limit {
+                        return Poll::Ready(false);
+                    }
+                }
+                Poll::Ready(Some(Err(_))) => return Poll::Ready(false),
+                // Woken by the body's stream (parked by `Incoming`) or by the deadline.
+                Poll::Pending => return timer.park(monotonic_clock::subscribe_instant(deadline), cx),
+            }
+        })
+        .await
+    }
 }
 
 /// Waits until `stream` takes more bytes (`check-write` > 0) and returns how many.
@@ -107,8 +169,11 @@ async fn write_all(stream: &OutputStream, mut bytes: &[u8]) -> Result<(), Stream
     while !bytes.is_empty() {
         let room = writable(stream).await?;
         let n = usize::try_from(room).unwrap_or(usize::MAX).min(bytes.len());
-        stream.write(&bytes[..n])?;
-        bytes = &bytes[n..];
+        let Some((now, rest)) = bytes.split_at_checked(n) else {
+            break;
+        };
+        stream.write(now)?;
+        bytes = rest;
     }
     Ok(())
 }

@@ -191,7 +191,9 @@ impl Registry {
         }
         let principal = self.api_principal(auth, request.headers()).await?;
         match endpoint {
-            Endpoint::Tokens | Endpoint::Token { .. } if !self.policy.may_manage_tokens(&principal) => {
+            Endpoint::Tokens | Endpoint::Token { .. }
+                if !self.policy.may_manage_tokens(&principal) =>
+            {
                 // Refused before anything is read.
                 Err(ApiError::Forbidden(
                     "access tokens are managed with the user's full rights: sign in with an \
@@ -314,7 +316,11 @@ impl Registry {
         let public = match wanted.visibility.as_str() {
             "public" => true,
             "private" => false,
-            _ => return Err(ApiError::BadRequest("visibility is public or private".into())),
+            _ => {
+                return Err(ApiError::BadRequest(
+                    "visibility is public or private".into(),
+                ))
+            }
         };
         if !store::set_visibility(self.ports.sql.as_ref(), repo.as_str(), public).await? {
             return Err(ApiError::NotFound(format!("no repository {repo}")));

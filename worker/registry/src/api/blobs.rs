@@ -8,6 +8,7 @@ use crate::digest::Digest;
 use crate::error::RegistryError;
 use crate::metadata::Metadata;
 use crate::names::RepoName;
+use crate::operations::EventLog;
 use crate::range::{parse_range, RangeRequest};
 
 impl Registry {
@@ -75,12 +76,15 @@ impl Registry {
         &self,
         repo: &RepoName,
         digest: &str,
+        events: &EventLog,
     ) -> Result<Response<Body>, RegistryError> {
         let digest: Digest = digest.parse()?;
         // Only the repository's link goes; the bytes may be shared and are collected later.
-        if !Metadata::new(self.ports.sql.as_ref())
+        if !self
+            .operations()
             .unlink_blob(repo, &digest)
             .await?
+            .record(events)
         {
             return Err(RegistryError::BlobUnknown);
         }

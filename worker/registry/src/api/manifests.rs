@@ -13,6 +13,7 @@ use crate::error::RegistryError;
 use crate::manifest;
 use crate::metadata::Metadata;
 use crate::names::{Reference, RepoName, Tag};
+use crate::operations::EventLog;
 
 impl Registry {
     pub(super) async fn get_manifest(
@@ -49,6 +50,7 @@ impl Registry {
         reference: &str,
         query: &Query,
         request: Request<Body>,
+        events: &EventLog,
     ) -> Result<Response<Body>, RegistryError> {
         let reference = Reference::parse(reference)?;
         let mut tags: Vec<Tag> = Vec::new();
@@ -98,9 +100,10 @@ impl Registry {
         // Parsing succeeded, so the bytes are JSON and hence UTF-8: stored as text, byte for byte.
         let text = String::from_utf8(content.to_vec())
             .map_err(|_| RegistryError::ManifestInvalid("manifests are UTF-8 JSON".into()))?;
-        metadata
-            .put_manifest(repo, &digest, &parsed, text, &tags, self.now_ms())
-            .await?;
+        self.operations()
+            .put_manifest(repo, &digest, &parsed, text, &tags)
+            .await?
+            .record(events);
 
         let mut headers = vec![
             (header::LOCATION, format!("/v2/{repo}/manifests/{digest}")),
@@ -120,12 +123,14 @@ impl Registry {
         &self,
         repo: &RepoName,
         reference: &str,
+        events: &EventLog,
     ) -> Result<Response<Body>, RegistryError> {
-        let metadata = Metadata::new(self.ports.sql.as_ref());
+        let operations = self.operations();
         let deleted = match readable_reference(reference)? {
-            Reference::Digest(digest) => metadata.delete_manifest(repo, &digest).await?,
-            Reference::Tag(tag) => metadata.delete_tag(repo, &tag).await?,
-        };
+            Reference::Digest(digest) => operations.delete_manifest(repo, &digest).await?,
+            Reference::Tag(tag) => operations.delete_tag(repo, &tag).await?,
+        }
+        .record(events);
         if !deleted {
             return Err(RegistryError::ManifestUnknown);
         }

@@ -14,13 +14,17 @@ mod uploads;
 
 pub use account::ApiError;
 
+use std::sync::Arc;
+
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 
 use crate::auth::{AuthSettings, Claims, Policy, RouteKind};
 use crate::body::Body;
 use crate::config::Config;
 use crate::error::RegistryError;
+use crate::metadata::Metadata;
 use crate::names::RepoName;
+use crate::operations::{EventLog, FollowUp, Operations, Subscriber};
 use crate::ports::Ports;
 
 /// The registry: stateless; build one per request or share one, as the host prefers.
@@ -32,6 +36,8 @@ pub struct Registry {
     auth: Option<AuthSettings>,
     /// Every access decision.
     policy: Policy,
+    /// Told about every request's events after its response.
+    subscribers: Vec<Arc<dyn Subscriber>>,
 }
 
 /// Which endpoint a path names.
@@ -121,6 +127,7 @@ impl Registry {
             config,
             auth: None,
             policy: Policy::new(false),
+            subscribers: Vec::new(),
         }
     }
 
@@ -131,18 +138,49 @@ impl Registry {
         self
     }
 
+    /// Adds a subscriber to the registry's events (see [`crate::operations`]).
+    pub fn subscribe(mut self, subscriber: Arc<dyn Subscriber>) -> Self {
+        self.subscribers.push(subscriber);
+        self
+    }
+
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The state changes, as typed operations that report their events.
+    fn operations(&self) -> Operations<'_> {
+        Operations::new(Metadata::new(self.ports.sql.as_ref()), self.now_ms())
     }
 
     fn now_ms(&self) -> u64 {
         self.ports.clock.now_unix_millis()
     }
 
-    /// Handles one request. Never panics on input; every failure is an OCI error response.
+    /// Handles one request. Never panics on input; every failure is an OCI error response (or,
+    /// under `/api/`, a JSON API error). The request's events reach subscribers before this
+    /// returns; hosts that can run work after the response use [`Self::handle_deferred`].
     pub async fn handle(&self, request: Request<Body>) -> Response<Body> {
+        let (response, follow_up) = self.handle_deferred(request).await;
+        follow_up.run().await;
+        response
+    }
+
+    /// Handles one request and returns, besides the response, the work to run once it has been
+    /// sent: the request's events for the subscribers (`ctx.wait_until` on Workers, a spawned task
+    /// natively).
+    pub async fn handle_deferred(&self, request: Request<Body>) -> (Response<Body>, FollowUp) {
+        let events = EventLog::default();
+        let response = self.respond(request, &events).await;
+        (
+            response,
+            FollowUp::new(self.subscribers.clone(), events.take()),
+        )
+    }
+
+    async fn respond(&self, request: Request<Body>, events: &EventLog) -> Response<Body> {
         let is_head = request.method() == Method::HEAD;
-        let mut response = match self.dispatch(request).await {
+        let mut response = match self.dispatch(request, events).await {
             Ok(response) => response,
             Err(error) => error.into_response(),
         };
@@ -157,7 +195,11 @@ impl Registry {
         response
     }
 
-    async fn dispatch(&self, request: Request<Body>) -> Result<Response<Body>, RegistryError> {
+    async fn dispatch(
+        &self,
+        request: Request<Body>,
+        events: &EventLog,
+    ) -> Result<Response<Body>, RegistryError> {
         let path = request.uri().path().to_owned();
         let Some(route) = route(&path) else {
             return Err(RegistryError::NotFound);
@@ -171,7 +213,7 @@ impl Registry {
         let query = Query::parse(request.uri().query());
         let claims = self.authorize(&route, &method, request.headers())?;
         let mut response = self
-            .route_request(route, method, query, request, claims.as_ref())
+            .route_request(route, method, query, request, claims.as_ref(), events)
             .await?;
         if let Some(warning) = claims.as_ref().and_then(|c| self.expiry_warning(c)) {
             if let Ok(value) = HeaderValue::from_str(&warning) {
@@ -199,6 +241,7 @@ impl Registry {
         query: Query,
         request: Request<Body>,
         claims: Option<&Claims>,
+        events: &EventLog,
     ) -> Result<Response<Body>, RegistryError> {
         let subject = claims.map(|c| c.sub.as_str());
         match route {
@@ -234,8 +277,11 @@ impl Registry {
                 match method {
                     Method::GET => self.get_manifest(&repo, reference, true).await,
                     Method::HEAD => self.get_manifest(&repo, reference, false).await,
-                    Method::PUT => self.put_manifest(&repo, reference, &query, request).await,
-                    Method::DELETE => self.delete_manifest(&repo, reference).await,
+                    Method::PUT => {
+                        self.put_manifest(&repo, reference, &query, request, events)
+                            .await
+                    }
+                    Method::DELETE => self.delete_manifest(&repo, reference, events).await,
                     _ => Err(RegistryError::MethodNotAllowed {
                         allow: "GET, HEAD, PUT, DELETE",
                     }),
@@ -246,7 +292,7 @@ impl Registry {
                 match method {
                     Method::GET => self.get_blob(&repo, digest, request.headers(), true).await,
                     Method::HEAD => self.get_blob(&repo, digest, request.headers(), false).await,
-                    Method::DELETE => self.delete_blob(&repo, digest).await,
+                    Method::DELETE => self.delete_blob(&repo, digest, events).await,
                     _ => Err(RegistryError::MethodNotAllowed {
                         allow: "GET, HEAD, DELETE",
                     }),
@@ -255,7 +301,10 @@ impl Registry {
             Route::UploadStart { name } => {
                 let repo = RepoName::parse(name)?;
                 match method {
-                    Method::POST => self.start_upload(&repo, &query, request, claims).await,
+                    Method::POST => {
+                        self.start_upload(&repo, &query, request, claims, events)
+                            .await
+                    }
                     _ => Err(RegistryError::MethodNotAllowed { allow: "POST" }),
                 }
             }
@@ -265,10 +314,10 @@ impl Registry {
                     Method::GET => self.upload_status(&repo, session, subject).await,
                     Method::PATCH => self.patch_upload(&repo, session, request, subject).await,
                     Method::PUT => {
-                        self.finish_upload(&repo, session, &query, request, subject)
+                        self.finish_upload(&repo, session, &query, request, subject, events)
                             .await
                     }
-                    Method::DELETE => self.cancel_upload(&repo, session, subject).await,
+                    Method::DELETE => self.cancel_upload(&repo, session, subject, events).await,
                     _ => Err(RegistryError::MethodNotAllowed {
                         allow: "GET, PATCH, PUT, DELETE",
                     }),

@@ -23,7 +23,9 @@ const MAX_AUTHORIZATION_LEN: usize = 8 * 1024;
 /// Refresh tokens live this long (each use re-checks the access token they stand for).
 const REFRESH_TTL_MS: u64 = 30 * 24 * 3600 * 1000;
 
-pub(super) fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, RegistryError> {
+pub(super) fn basic_credentials(
+    headers: &HeaderMap,
+) -> Result<Option<(String, String)>, RegistryError> {
     let Some(value) = header_text(headers, &header::AUTHORIZATION) else {
         return Ok(None);
     };
@@ -119,7 +121,7 @@ impl Registry {
                 RepoName::parse(name)?;
                 Some(format!("repository:{name}:{}", action.name()))
             }
-            Requirement::Nothing | Requirement::OptionalToken => None,
+            Requirement::Nothing | Requirement::OptionalToken | Requirement::AnyToken => None,
         };
         if header_text(headers, &header::AUTHORIZATION)
             .is_some_and(|h| h.len() > MAX_AUTHORIZATION_LEN)

@@ -20,6 +20,7 @@ use crate::digest::{Algorithm, Digest, Hasher};
 use crate::error::{range_header, RegistryError};
 use crate::metadata::Metadata;
 use crate::names::RepoName;
+use crate::operations::{Event, EventLog};
 use crate::ports::StoreError;
 use crate::range::parse_content_range;
 use crate::session::{self, Loaded, SessionRef, UploadSession};
@@ -150,8 +151,8 @@ impl Registry {
         query: &Query,
         request: Request<Body>,
         claims: Option<&Claims>,
+        events: &EventLog,
     ) -> Result<Response<Body>, RegistryError> {
-        let metadata = Metadata::new(self.ports.sql.as_ref());
         if let Some(mount) = query.get("mount") {
             let digest: Digest = mount.parse()?;
             // Without `from` we do not search other repositories: knowing a digest must not be
@@ -161,9 +162,11 @@ impl Registry {
                 // Mounting needs pull on the source; without it, a plain upload (202) that does
                 // not reveal whether the blob exists there.
                 if self.policy.may_mount_from(claims, from.as_str())
-                    && metadata
-                        .mount_blob(repo, &from, &digest, self.now_ms())
+                    && self
+                        .operations()
+                        .mount_blob(repo, &from, &digest)
                         .await?
+                        .record(events)
                 {
                     return Ok(Self::blob_created(repo, &digest));
                 }
@@ -171,7 +174,7 @@ impl Registry {
         } else if let Some(digest) = query.get("digest") {
             let digest: Digest = digest.parse()?;
             let declared = content_length(request.headers())?;
-            self.upload_whole(repo, &digest, request.into_body(), declared)
+            self.upload_whole(repo, &digest, request.into_body(), declared, events)
                 .await?;
             return Ok(Self::blob_created(repo, &digest));
         }
@@ -200,6 +203,10 @@ impl Registry {
             self.config.upload_session_ttl,
         )
         .await?;
+        events.push(Event::UploadStarted {
+            repository: repo.to_string(),
+            upload: session.id.clone(),
+        });
         Ok(self.session_response(StatusCode::ACCEPTED, &session))
     }
 
@@ -210,14 +217,17 @@ impl Registry {
         digest: &Digest,
         body: Body,
         declared: Option<u64>,
+        events: &EventLog,
     ) -> Result<(), RegistryError> {
         let metadata = Metadata::new(self.ports.sql.as_ref());
+        let operations = self.operations();
         if metadata.blob(digest).await?.is_some() {
             // Stored already (content is global): verify the bytes, keep none of them.
             let (computed, written) = hash_body(digest.algorithm(), body).await?;
             check_size(declared, written)?;
             check_digest(computed, digest)?;
-            return metadata.link_blob(repo, digest, self.now_ms()).await;
+            operations.link_blob(repo, digest).await?.record(events);
+            return Ok(());
         }
         let id = self.new_upload_id();
         let handle = self.ports.blobs.begin_upload(&id).await?;
@@ -231,9 +241,11 @@ impl Registry {
                 .blobs
                 .finish_upload(&ingested.handle, digest, ingested.written)
                 .await?;
-            metadata
-                .commit_blob(repo, digest, ingested.written, &locator, self.now_ms())
-                .await
+            operations
+                .commit_blob(repo, digest, ingested.written, &locator)
+                .await?
+                .record(events);
+            Ok(())
         }
         .await;
         if result.is_err() {
@@ -285,7 +297,10 @@ impl Registry {
         let reference = SessionRef::parse(reference)?;
         let loaded = session::load(self.ports.kv.as_ref(), repo, &reference).await?;
         let (Loaded::Current(session) | Loaded::Behind(session)) = &loaded;
-        if !self.policy.may_use_upload(session.subject.as_deref(), subject) {
+        if !self
+            .policy
+            .may_use_upload(session.subject.as_deref(), subject)
+        {
             return Err(RegistryError::BlobUploadUnknown);
         }
         Ok(loaded)
@@ -360,6 +375,7 @@ impl Registry {
         query: &Query,
         request: Request<Body>,
         subject: Option<&str>,
+        events: &EventLog,
     ) -> Result<Response<Body>, RegistryError> {
         let session = self.load_session(repo, reference, subject).await?;
         let digest: Digest = query
@@ -403,7 +419,7 @@ impl Registry {
             }
         };
         let outcome = self
-            .commit_upload(repo, &digest, computed, &handle, size)
+            .commit_upload(repo, &digest, computed, &handle, size, events)
             .await;
         if let Err(RegistryError::Unavailable(_)) = &outcome {
             // A service was down or slow: keep the session so the client can retry the PUT.
@@ -435,14 +451,17 @@ impl Registry {
         computed: Option<Digest>,
         handle: &str,
         size: u64,
+        events: &EventLog,
     ) -> Result<(), RegistryError> {
         if let Some(computed) = &computed {
             check_digest(computed.clone(), digest)?;
         }
         let metadata = Metadata::new(self.ports.sql.as_ref());
+        let operations = self.operations();
         if computed.is_some() && metadata.blob(digest).await?.is_some() {
             self.discard(handle).await;
-            return metadata.link_blob(repo, digest, self.now_ms()).await;
+            operations.link_blob(repo, digest).await?.record(events);
+            return Ok(());
         }
         let locator = self.ports.blobs.finish_upload(handle, digest, size).await?;
         if computed.is_none() {
@@ -457,9 +476,11 @@ impl Registry {
                 return Err(e);
             }
         }
-        metadata
-            .commit_blob(repo, digest, size, &locator, self.now_ms())
-            .await
+        operations
+            .commit_blob(repo, digest, size, &locator)
+            .await?
+            .record(events);
+        Ok(())
     }
 
     /// `GET <location>`: how far the upload is.
@@ -481,8 +502,13 @@ impl Registry {
         repo: &RepoName,
         reference: &str,
         subject: Option<&str>,
+        events: &EventLog,
     ) -> Result<Response<Body>, RegistryError> {
         let session = self.load_session(repo, reference, subject).await?;
+        events.push(Event::UploadCancelled {
+            repository: repo.to_string(),
+            upload: session.id.clone(),
+        });
         self.discard(&session.store_handle).await;
         session::end(
             self.ports.kv.as_ref(),

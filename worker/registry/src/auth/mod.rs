@@ -296,7 +296,9 @@ mod tests {
         assert!(!pattern.matches("alice"));
         assert!(!pattern.matches("alice/"));
         assert!(!pattern.matches("alicebob/app"));
-        assert!(ScopePattern::parse("repository:*:pull").expect("valid").matches("x"));
+        assert!(ScopePattern::parse("repository:*:pull")
+            .expect("valid")
+            .matches("x"));
     }
 
     #[test]

@@ -21,8 +21,10 @@ use super::{Action, Claims, Principal};
 /// What a route needs before its handler runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Requirement<'a> {
-    /// Nothing (the base route; the token and account endpoints authenticate on their own).
+    /// Nothing (the token and account endpoints authenticate on their own).
     Nothing,
+    /// A valid token, whatever it grants: the base route, which clients probe for the challenge.
+    AnyToken,
     /// A token, if there is one; without one the answer is filtered ([`Policy::catalog_view`]).
     OptionalToken,
     /// `action` on the repository `name`.
@@ -69,7 +71,8 @@ impl Policy {
     pub fn required<'a>(route: RouteKind<'a>, method: &Method) -> Requirement<'a> {
         let on = |name, action| Requirement::Repository { name, action };
         match route {
-            RouteKind::Base | RouteKind::Token | RouteKind::Api => Requirement::Nothing,
+            RouteKind::Token | RouteKind::Api => Requirement::Nothing,
+            RouteKind::Base => Requirement::AnyToken,
             RouteKind::Catalog => Requirement::OptionalToken,
             RouteKind::Tags { name } | RouteKind::Referrers { name } => on(name, Action::Pull),
             RouteKind::Manifest { name } | RouteKind::Blob { name } => match *method {
@@ -83,7 +86,13 @@ impl Policy {
     }
 
     /// Granting: whether `principal` may do `action` on `repository` of the given visibility.
-    pub fn grants(&self, principal: &Principal, repository: &str, public: bool, action: Action) -> bool {
+    pub fn grants(
+        &self,
+        principal: &Principal,
+        repository: &str,
+        public: bool,
+        action: Action,
+    ) -> bool {
         if !self.auth {
             return true;
         }
@@ -110,7 +119,10 @@ impl Policy {
         if !self.auth {
             return true;
         }
-        claims.is_some_and(|c| c.actions_on("repository", repository).contains(&action.name()))
+        claims.is_some_and(|c| {
+            c.actions_on("repository", repository)
+                .contains(&action.name())
+        })
     }
 
     /// Checking: which repositories the catalog shows to this token (or to no token).
@@ -155,7 +167,9 @@ fn owns(principal: &Principal, repository: &str) -> bool {
     !principal.is_anonymous()
         && repository
             .strip_prefix(principal.name.as_str())
-            .is_some_and(|rest| rest.is_empty() || rest.strip_prefix('/').is_some_and(|r| !r.is_empty()))
+            .is_some_and(|rest| {
+                rest.is_empty() || rest.strip_prefix('/').is_some_and(|r| !r.is_empty())
+            })
 }
 
 #[cfg(test)]
@@ -224,7 +238,9 @@ mod tests {
         let alice_everything = scoped("alice", &["repository:*:pull,push,delete"]);
         let root = admin();
         let scoped_root = Principal {
-            limits: Some(vec![ScopePattern::parse("repository:x/*:pull").expect("valid")]),
+            limits: Some(vec![
+                ScopePattern::parse("repository:x/*:pull").expect("valid")
+            ]),
             ..admin()
         };
         #[rustfmt::skip]
@@ -271,8 +287,14 @@ mod tests {
         let anonymous_public = token("", &[("repository", "bob/app", &["pull"])]);
         let puller = token("alice", &[("repository", "bob/app", &["pull"])]);
         let pusher = token("bob", &[("repository", "bob/app", &["pull", "push"])]);
-        let owner = token("bob", &[("repository", "bob/app", &["pull", "push", "delete"])]);
-        let elsewhere = token("bob", &[("repository", "bob/other", &["pull", "push", "delete"])]);
+        let owner = token(
+            "bob",
+            &[("repository", "bob/app", &["pull", "push", "delete"])],
+        );
+        let elsewhere = token(
+            "bob",
+            &[("repository", "bob/other", &["pull", "push", "delete"])],
+        );
         let callers: [(&str, Option<&Claims>); 6] = [
             ("no token", none),
             ("anonymous pull token", Some(&anonymous_public)),
@@ -295,11 +317,20 @@ mod tests {
             (RouteKind::Base, &[Method::GET, Method::HEAD]),
             (RouteKind::Catalog, &[Method::GET]),
             (RouteKind::Token, &[Method::GET, Method::POST]),
-            (RouteKind::Api, &[Method::GET, Method::POST, Method::PUT, Method::DELETE]),
+            (
+                RouteKind::Api,
+                &[Method::GET, Method::POST, Method::PUT, Method::DELETE],
+            ),
             (RouteKind::Tags { name }, &[Method::GET]),
             (RouteKind::Referrers { name }, &[Method::GET]),
-            (RouteKind::Manifest { name }, &[Method::GET, Method::HEAD, Method::PUT, Method::DELETE]),
-            (RouteKind::Blob { name }, &[Method::GET, Method::HEAD, Method::DELETE]),
+            (
+                RouteKind::Manifest { name },
+                &[Method::GET, Method::HEAD, Method::PUT, Method::DELETE],
+            ),
+            (
+                RouteKind::Blob { name },
+                &[Method::GET, Method::HEAD, Method::DELETE],
+            ),
             (RouteKind::UploadStart { name }, &[Method::POST]),
             (
                 RouteKind::Upload { name },
@@ -311,16 +342,20 @@ mod tests {
                 for (caller, claims) in callers {
                     let allowed = match Policy::required(route, method) {
                         Requirement::Nothing | Requirement::OptionalToken => true,
+                        Requirement::AnyToken => claims.is_some(),
                         Requirement::Repository { name, action } => {
                             ON.token_permits(claims, name, action)
                         }
                     };
                     let [pull, push, delete] = may(caller);
                     let expected = match (route, method.clone()) {
-                        (RouteKind::Base | RouteKind::Catalog | RouteKind::Token | RouteKind::Api, _) => true,
+                        (RouteKind::Base, _) => caller != "no token",
+                        (RouteKind::Catalog | RouteKind::Token | RouteKind::Api, _) => true,
                         (RouteKind::Tags { .. } | RouteKind::Referrers { .. }, _) => pull,
                         (RouteKind::Manifest { .. } | RouteKind::Blob { .. }, Method::PUT) => push,
-                        (RouteKind::Manifest { .. } | RouteKind::Blob { .. }, Method::DELETE) => delete,
+                        (RouteKind::Manifest { .. } | RouteKind::Blob { .. }, Method::DELETE) => {
+                            delete
+                        }
                         (RouteKind::Manifest { .. } | RouteKind::Blob { .. }, _) => pull,
                         (RouteKind::UploadStart { .. } | RouteKind::Upload { .. }, _) => push,
                     };
