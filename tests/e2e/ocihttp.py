@@ -176,7 +176,8 @@ def check_error_document(method: str, url: str, status: int, body: bytes) -> Non
     if not 400 <= status < 500 or not body.strip().startswith(b"{"):
         return
     # The account API is not the distribution API: it answers {"error": {"code", "message"}}.
-    if "/api/" in url:
+    path = urllib.parse.urlsplit(url).path
+    if path == "/api" or path.startswith("/api/"):
         error_codes_of_api(url, status, body)
         return
     try:

@@ -390,3 +390,51 @@ def test_registry_survives_a_burst_of_garbage(client, repo):
     raw(client, "PUT", f"/v2/{repo}/manifests/junk", headers={"Content-Type": "text/plain"}, body=b"hello")
     raw(client, "GET", f"/v2/{repo}/manifests/latest", headers={"Accept": "\x7f" * 50})
     assert client.alive(fresh_connection=True)[0]
+
+
+# ---------------------------------------------------------------------------
+# hostile paths on every route
+# ---------------------------------------------------------------------------
+
+HOSTILE_PATHS = [
+    "/api/repositories/visibility", "/api/repositories//visibility", "/api/repositories/",
+    "/api/repositories/%2e%2e/visibility", "/api/repositories/a/../b/visibility", "/api", "/api/",
+    "/api/tokens/", "/api/tokens//x", "/api/tokens/%00", "/api/tokens/%C3%A9", "/token/", "/token/x",
+    "/v2//", "/v2/_catalog/x", "/v2//manifests/x", "/v2/manifests/", "/v2/a/manifests/",
+    "/v2/a//manifests/x", "/v2/a/../b/manifests/x", "/v2/%2e%2e/a/tags/list", "/v2/a/tags/list/",
+    "/v2/a/blobs/", "/v2/a/blobs/sha256:", "/v2/a//blobs/uploads/", "/v2/a/blobs/uploads//",
+    "/v2/a/blobs/uploads/../../x", "/v2/a/blobs/uploads/zz.99999999999999999999999.1",
+    "/v2/a/referrers/", "/v2/a/referrers/sha256:zz", "/v2/%C3%A9/manifests/%C3%BC",
+    "/v2/a/manifests/%FF%FE", "/v2/" + "a/" * 300 + "manifests/x", "/v2/a/manifests/" + "x" * 4000,
+    "/api/repositories/" + "a/" * 300 + "visibility",
+]
+
+
+@pytest.mark.openregistry_only(reason=ROUTE_404)
+@pytest.mark.parametrize("method", ["GET", "HEAD", "PUT", "POST", "PATCH", "DELETE"])
+def test_hostile_paths_get_a_clean_error_on_a_connection_that_stays_usable(client, method):
+    """Empty segments, dot segments, missing parts, percent-encoding and very long parts, on every
+    route: each gets a complete answer (no 5xx, a JSON error document of the right kind: OCI on the
+    registry's routes, the account API's own under /api/), and the same connection serves the next
+    request (a panic would drop it; the Worker's isolate could be poisoned for later requests)."""
+    import http.client
+    conn = http.client.HTTPConnection(client.host, client.port, timeout=30)
+    try:
+        for target in HOSTILE_PATHS:
+            body = b'{"visibility":"public"}' if method in ("PUT", "POST", "PATCH") else b""
+            conn.putrequest(method, target, skip_accept_encoding=True)
+            conn.putheader("Content-Type", "application/json")
+            if body or method in ("PUT", "POST", "PATCH"):
+                conn.putheader("Content-Length", str(len(body)))
+            conn.endheaders(body or None)
+            resp = conn.getresponse()
+            data = resp.read()
+            assert resp.status < 500, f"{method} {target[:80]} -> {resp.status}: {data[:300]!r}"
+            check_error_document(method, target, resp.status, data)
+        # And the registry still serves ordinary requests on the same connection.
+        conn.request("GET", "/v2/")
+        resp = conn.getresponse()
+        resp.read()
+        assert resp.status in (200, 401)
+    finally:
+        conn.close()

@@ -77,6 +77,14 @@ impl<T> Outcome<T> {
     }
 }
 
+impl Outcome<bool> {
+    /// `changed`, with `event` only when something did change.
+    fn if_changed(changed: bool, event: impl FnOnce() -> Event) -> Self {
+        let events = if changed { vec![event()] } else { Vec::new() };
+        Self::new(changed, events)
+    }
+}
+
 /// The events of one request, in order.
 #[derive(Debug, Default)]
 pub struct EventLog(Mutex<Vec<Event>>);
@@ -203,16 +211,11 @@ impl<'a> Operations<'a> {
             .metadata
             .mount_blob(repo, from, digest, self.now_ms)
             .await?;
-        let events = if mounted {
-            vec![Event::BlobLinked {
-                repository: repo.to_string(),
-                digest: digest.to_string(),
-                from: Some(from.to_string()),
-            }]
-        } else {
-            Vec::new()
-        };
-        Ok(Outcome::new(mounted, events))
+        Ok(Outcome::if_changed(mounted, || Event::BlobLinked {
+            repository: repo.to_string(),
+            digest: digest.to_string(),
+            from: Some(from.to_string()),
+        }))
     }
 
     /// Removes `repo`'s link to a blob; `false` when there was none.
@@ -222,15 +225,10 @@ impl<'a> Operations<'a> {
         digest: &Digest,
     ) -> Result<Outcome<bool>, RegistryError> {
         let unlinked = self.metadata.unlink_blob(repo, digest).await?;
-        let events = if unlinked {
-            vec![Event::BlobUnlinked {
-                repository: repo.to_string(),
-                digest: digest.to_string(),
-            }]
-        } else {
-            Vec::new()
-        };
-        Ok(Outcome::new(unlinked, events))
+        Ok(Outcome::if_changed(unlinked, || Event::BlobUnlinked {
+            repository: repo.to_string(),
+            digest: digest.to_string(),
+        }))
     }
 
     /// Stores a verified manifest and moves `tags` to it.
@@ -266,15 +264,10 @@ impl<'a> Operations<'a> {
         digest: &Digest,
     ) -> Result<Outcome<bool>, RegistryError> {
         let deleted = self.metadata.delete_manifest(repo, digest).await?;
-        let events = if deleted {
-            vec![Event::ManifestDeleted {
-                repository: repo.to_string(),
-                digest: digest.to_string(),
-            }]
-        } else {
-            Vec::new()
-        };
-        Ok(Outcome::new(deleted, events))
+        Ok(Outcome::if_changed(deleted, || Event::ManifestDeleted {
+            repository: repo.to_string(),
+            digest: digest.to_string(),
+        }))
     }
 
     /// Deletes a tag (not the manifest); `false` when there was none.
@@ -284,14 +277,9 @@ impl<'a> Operations<'a> {
         tag: &Tag,
     ) -> Result<Outcome<bool>, RegistryError> {
         let deleted = self.metadata.delete_tag(repo, tag).await?;
-        let events = if deleted {
-            vec![Event::TagDeleted {
-                repository: repo.to_string(),
-                tag: tag.to_string(),
-            }]
-        } else {
-            Vec::new()
-        };
-        Ok(Outcome::new(deleted, events))
+        Ok(Outcome::if_changed(deleted, || Event::TagDeleted {
+            repository: repo.to_string(),
+            tag: tag.to_string(),
+        }))
     }
 }
