@@ -20,8 +20,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::{Method, StatusCode};
 use openregistry::body::Body;
-use openregistry_host::{misconfigured, Embedded, Host, HostPorts, Settings};
 use openregistry::ports::{Clock, Random};
+use openregistry_host::{misconfigured, Embedded, Host, HostPorts, Settings};
 use spin_sdk::http::{Fields, IncomingRequest, OutgoingResponse, ResponseOutparam};
 
 use crate::config::SpinVariables;

@@ -149,7 +149,9 @@ impl RequestBody {
                 }
                 Poll::Ready(Some(Err(_))) => return Poll::Ready(false),
                 // Woken by the body's stream (parked by `Incoming`) or by the deadline.
-                Poll::Pending => return timer.park(monotonic_clock::subscribe_instant(deadline), cx),
+                Poll::Pending => {
+                    return timer.park(monotonic_clock::subscribe_instant(deadline), cx)
+                }
             }
         })
         .await
