@@ -172,13 +172,22 @@ async fn respond(
 #[spin_sdk::http_component]
 async fn handle(request: IncomingRequest, out: ResponseOutparam) {
     let is_head = matches!(request.method(), spin_sdk::http::Method::Head);
-    let (response, unread) =
+    let (response, unread, follow_up) =
         match registry().and_then(|registry| Ok((registry, core_request(request)?))) {
-            Ok((registry, (request, unread))) => (registry.handle(request).await, unread),
+            Ok((registry, (request, unread))) => {
+                let (response, follow_up) = registry.handle_deferred(request).await;
+                (response, unread, Some(follow_up))
+            }
             Err(message) => {
                 eprintln!("openregistry: {message}");
-                (misconfigured(message), None)
+                (misconfigured(message), None, None)
             }
         };
+    // The request's events (for caches, webhooks, GC). Spin ends the instance as soon as the
+    // response body is finished, so there is no "after the response" here: they are delivered
+    // before it (today no subscriber is registered, and this costs nothing).
+    if let Some(follow_up) = follow_up {
+        follow_up.run().await;
+    }
     respond(response, out, is_head, unread).await;
 }
