@@ -206,6 +206,3 @@ impl From<BodyError> for RegistryError {
         }
     }
 }
-
-/// Shorthand for handler results.
-pub type Result<T, E = RegistryError> = std::result::Result<T, E>;

@@ -5,7 +5,7 @@
 //!
 //! Stateless: Spin may reuse an instance for several requests, so nothing about a request is kept
 //! in globals; every request builds its registry from the variables. Configuration: see
-//! `openregistry::edge` and `config`.
+//! `openregistry_host::settings` and `config`.
 
 // The core's `Ports` hold `Arc`s; a component has one thread and nothing needs to be `Send`.
 #![allow(clippy::arc_with_non_send_sync)]
