@@ -123,6 +123,14 @@ fn core_request(
     *core.uri_mut() = path_and_query(&url)
         .parse()
         .map_err(|e| format!("{url}: {e}"))?;
+    // Cloudflare sets CF-Connecting-IP on every request it forwards (a client cannot override it).
+    if let Some(ip) = headers
+        .get("cf-connecting-ip")
+        .and_then(|v| v.to_str().ok())
+    {
+        core.extensions_mut()
+            .insert(openregistry::ports::ClientAddress(ip.to_owned()));
+    }
     *core.headers_mut() = headers;
     Ok((core, rest))
 }

@@ -6,6 +6,7 @@ mod bodies;
 mod embedded;
 mod fs_store;
 mod http_client;
+mod orgs_cli;
 mod server;
 
 use std::collections::BTreeMap;
@@ -133,6 +134,34 @@ enum Command {
     Token {
         #[command(subcommand)]
         action: accounts::TokenAction,
+        #[command(flatten)]
+        settings: SettingFlags,
+    },
+    /// Manage organizations: create, delete, list, members, custom roles, the audit log.
+    Org {
+        #[command(subcommand)]
+        action: orgs_cli::OrgAction,
+        #[command(flatten)]
+        settings: SettingFlags,
+    },
+    /// Manage an organization's teams.
+    Team {
+        #[command(subcommand)]
+        action: orgs_cli::TeamAction,
+        #[command(flatten)]
+        settings: SettingFlags,
+    },
+    /// Manage an organization's robot accounts (`<org>+<name>`, for CI).
+    Robot {
+        #[command(subcommand)]
+        action: orgs_cli::RobotAction,
+        #[command(flatten)]
+        settings: SettingFlags,
+    },
+    /// Manage an organization's grants: (principal, resource, actions).
+    Grant {
+        #[command(subcommand)]
+        action: orgs_cli::GrantAction,
         #[command(flatten)]
         settings: SettingFlags,
     },
@@ -286,6 +315,22 @@ async fn main() -> std::process::ExitCode {
         },
         Command::Token { action, settings } => match accounts_database(&settings).await {
             Ok(sql) => accounts::token(action, sql.as_ref()).await,
+            Err(e) => Err(e),
+        },
+        Command::Org { action, settings } => match accounts_database(&settings).await {
+            Ok(sql) => orgs_cli::org(action, sql.as_ref()).await,
+            Err(e) => Err(e),
+        },
+        Command::Team { action, settings } => match accounts_database(&settings).await {
+            Ok(sql) => orgs_cli::team(action, sql.as_ref()).await,
+            Err(e) => Err(e),
+        },
+        Command::Robot { action, settings } => match accounts_database(&settings).await {
+            Ok(sql) => orgs_cli::robot(action, sql.as_ref()).await,
+            Err(e) => Err(e),
+        },
+        Command::Grant { action, settings } => match accounts_database(&settings).await {
+            Ok(sql) => orgs_cli::grant(action, sql.as_ref()).await,
             Err(e) => Err(e),
         },
         Command::TokenKey {

@@ -23,6 +23,7 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use openregistry::body::Body;
+use openregistry::ports::ClientAddress;
 use openregistry::Registry;
 use tokio::net::TcpListener;
 use tracing_subscriber::fmt::format::Writer;
@@ -186,6 +187,7 @@ fn into_hyper_response(response: openregistry::http::Response<Body>) -> Response
 async fn serve_one(
     registry: Arc<Registry>,
     log: Arc<AccessLog>,
+    peer: SocketAddr,
     request: Request<Incoming>,
 ) -> Result<Response<HyperBody>, Infallible> {
     let started = Instant::now();
@@ -196,7 +198,10 @@ async fn serve_one(
         .headers()
         .get(hyper::header::EXPECT)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-    let (core_request, body) = into_core_request(request);
+    let (mut core_request, body) = into_core_request(request);
+    core_request
+        .extensions_mut()
+        .insert(ClientAddress(peer.ip().to_string()));
     let (mut response, follow_up) = registry.handle_deferred(core_request).await;
     // The request's events (for caches, webhooks, GC) are delivered after the response.
     if !follow_up.is_empty() {
@@ -249,7 +254,7 @@ pub async fn serve(
                 let registry = registry.clone();
                 let log = log.clone();
                 let service =
-                    service_fn(move |request| serve_one(registry.clone(), log.clone(), request));
+                    service_fn(move |request| serve_one(registry.clone(), log.clone(), peer, request));
                 let connection = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service);
                 let connection = graceful.watch(connection);

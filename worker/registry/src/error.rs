@@ -50,10 +50,11 @@ pub enum RegistryError {
     /// No valid credentials for what the request needs; `challenge` is the `WWW-Authenticate`.
     #[error("authentication required: {reason}")]
     Unauthorized { challenge: String, reason: String },
-    /// Authenticated, but this is not allowed (API calls; registry routes answer 401 with the
-    /// scope so Docker clients ask for a new token).
-    #[error("requested access to the resource is denied")]
-    Denied,
+    /// The token allows the route but not this use of it (Org mode: a tag it may not push to,
+    /// move or delete). A Docker client asking for a new token would get the same rights, so this
+    /// is a 403, not a 401 challenge.
+    #[error("requested access to the resource is denied: {0}")]
+    Denied(String),
     /// A method the endpoint does not have; `allow` lists those it has (the `Allow` header).
     #[error("method not allowed; this endpoint allows {allow}")]
     MethodNotAllowed { allow: &'static str },
@@ -93,7 +94,7 @@ impl RegistryError {
             BlobRangeInvalid { .. } => ("SIZE_INVALID", StatusCode::RANGE_NOT_SATISFIABLE),
             Unsupported(_) => ("UNSUPPORTED", StatusCode::BAD_REQUEST),
             Unauthorized { .. } => ("UNAUTHORIZED", StatusCode::UNAUTHORIZED),
-            Denied => ("DENIED", StatusCode::FORBIDDEN),
+            Denied(_) => ("DENIED", StatusCode::FORBIDDEN),
             MethodNotAllowed { .. } => ("UNSUPPORTED", StatusCode::METHOD_NOT_ALLOWED),
             NotFound => ("UNSUPPORTED", StatusCode::NOT_FOUND),
             BodyIncomplete(_) => ("BLOB_UPLOAD_INVALID", StatusCode::BAD_REQUEST),

@@ -301,7 +301,28 @@ impl<'a> Metadata<'a> {
         Ok(missing)
     }
 
-    /// Stores a manifest and points `tags` at it: one batch.
+    /// The digests the given tags of `repo` point at (tags that do not exist are left out).
+    pub async fn tag_digests(
+        &self,
+        repo: &RepoName,
+        tags: &[Tag],
+    ) -> Result<Vec<(String, String)>, RegistryError> {
+        let list: Vec<String> = (0..tags.len()).map(|i| format!("${}", i + 2)).collect();
+        let mut statement = Statement::new(format!(
+            "SELECT name, digest FROM tags WHERE repository = $1 AND name IN ({})",
+            list.join(", ")
+        ))
+        .bind(repo.as_str());
+        for tag in tags {
+            statement = statement.bind(tag.as_str());
+        }
+        let rows = self.sql.query(statement).await?;
+        rows.iter().map(|r| Ok((r.text(0)?, r.text(1)?))).collect()
+    }
+
+    /// Stores a manifest and points `tags` at it: one batch. Tags in `immutable` are only
+    /// created, never moved (a concurrent push that created one first keeps it).
+    #[allow(clippy::too_many_arguments)]
     pub async fn put_manifest(
         &self,
         repo: &RepoName,
@@ -309,6 +330,7 @@ impl<'a> Metadata<'a> {
         manifest: &ParsedManifest,
         content: String,
         tags: &[Tag],
+        immutable: &[Tag],
         now_ms: u64,
     ) -> Result<(), RegistryError> {
         let size = content.len() as u64;
@@ -330,16 +352,20 @@ impl<'a> Metadata<'a> {
             .bind(now_ms),
         ];
         for tag in tags {
+            let sql = if immutable.contains(tag) {
+                "INSERT INTO tags (repository, name, digest, updated_at) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (repository, name) DO NOTHING"
+            } else {
+                "INSERT INTO tags (repository, name, digest, updated_at) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (repository, name) DO UPDATE SET digest = excluded.digest, \
+                 updated_at = excluded.updated_at"
+            };
             batch.push(
-                Statement::new(
-                    "INSERT INTO tags (repository, name, digest, updated_at) VALUES ($1, $2, $3, $4) \
-                     ON CONFLICT (repository, name) DO UPDATE SET digest = excluded.digest, \
-                     updated_at = excluded.updated_at",
-                )
-                .bind(repo.as_str())
-                .bind(tag.as_str())
-                .bind(digest.as_str())
-                .bind(now_ms),
+                Statement::new(sql)
+                    .bind(repo.as_str())
+                    .bind(tag.as_str())
+                    .bind(digest.as_str())
+                    .bind(now_ms),
             );
         }
         self.sql.batch(batch).await?;

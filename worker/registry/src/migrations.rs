@@ -26,6 +26,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0002_auth.sql",
         sql: include_str!("../../../schema/0002_auth.sql"),
     },
+    Migration {
+        version: 3,
+        name: "0003_orgs.sql",
+        sql: include_str!("../../../schema/0003_orgs.sql"),
+    },
 ];
 
 const CREATE_LEDGER: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (\

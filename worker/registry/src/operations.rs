@@ -239,9 +239,18 @@ impl<'a> Operations<'a> {
         manifest: &ParsedManifest,
         content: String,
         tags: &[Tag],
+        immutable: &[Tag],
     ) -> Result<Outcome<()>, RegistryError> {
         self.metadata
-            .put_manifest(repo, digest, manifest, content, tags, self.now_ms)
+            .put_manifest(
+                repo,
+                digest,
+                manifest,
+                content,
+                tags,
+                immutable,
+                self.now_ms,
+            )
             .await?;
         let mut events = vec![Event::ManifestPushed {
             repository: repo.to_string(),

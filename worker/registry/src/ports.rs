@@ -306,6 +306,11 @@ pub trait BlobStore: MaybeSend + MaybeSync {
 // ---------------------------------------------------------------------------------------------
 // HttpClient
 
+/// Where a request came from (an IP address), set as a request extension by hosts that know it
+/// (natively the peer address, on Workers `CF-Connecting-IP`): the audit log's "from where".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientAddress(pub String);
+
 /// How long an outbound request may take in all, set as a request extension by callers; hosts'
 /// `HttpClient`s enforce it (the core has no timer of its own). A request without one gets
 /// [`Timeout::DEFAULT`].

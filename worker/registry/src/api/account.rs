@@ -6,6 +6,7 @@
 //! | `/api/tokens` | GET, POST | list the user's access tokens; create one (its secret shown once) |
 //! | `/api/tokens/<id>` | DELETE | revoke one of the user's tokens |
 //! | `/api/repositories/<name>/visibility` | PUT | make a repository `public` or `private` |
+//! | `/api/orgs…` | | organizations (see `orgs`) |
 //!
 //! Callers sign in with Basic credentials (user name and an access token). Only an unscoped access
 //! token manages tokens ([`Policy::may_manage_tokens`]); visibility changes stay within the
@@ -16,7 +17,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{json_response, Registry};
-use crate::auth::{store, AuthSettings, Principal, ScopePattern};
+use crate::auth::{orgs, store, AuthSettings, Principal, ScopePattern};
 use crate::body::{Body, BodyError};
 use crate::error::RegistryError;
 use crate::names::RepoName;
@@ -110,7 +111,9 @@ impl From<store::StoreError> for ApiError {
     fn from(error: store::StoreError) -> Self {
         match error {
             store::StoreError::Registry(r) => r.into(),
-            store::StoreError::UserExists(_) => ApiError::Conflict(error.to_string()),
+            store::StoreError::UserExists(_) | store::StoreError::NameOfAnOrg(_) => {
+                ApiError::Conflict(error.to_string())
+            }
             store::StoreError::NoSuchUser(_) => ApiError::NotFound(error.to_string()),
             store::StoreError::BadUserName => ApiError::BadRequest(error.to_string()),
         }
@@ -152,9 +155,9 @@ fn endpoint(path: &str) -> Option<Endpoint<'_>> {
 }
 
 /// Largest JSON body an API call reads.
-const MAX_API_BODY: u64 = 64 * 1024;
+pub(super) const MAX_API_BODY: u64 = 64 * 1024;
 
-fn parse_json<'de, T: Deserialize<'de>>(body: &'de [u8]) -> Result<T, ApiError> {
+pub(super) fn parse_json<'de, T: Deserialize<'de>>(body: &'de [u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("bad JSON: {e}")))
 }
 
@@ -174,6 +177,13 @@ impl Registry {
     ) -> Result<Response<Body>, ApiError> {
         let not_found = || ApiError::NotFound(format!("no API endpoint /api/{path}"));
         let auth = self.auth.as_ref().ok_or_else(not_found)?;
+        if path == "orgs" || path.starts_with("orgs/") {
+            let principal = self.api_principal(auth, request.headers()).await?;
+            return self
+                .org_api(path, request, &principal)
+                .await
+                .unwrap_or_else(|| Err(not_found()));
+        }
         let endpoint = endpoint(path).ok_or_else(not_found)?;
         let method = request.method().clone();
         let allow = match endpoint {
@@ -302,7 +312,13 @@ impl Registry {
         request: Request<Body>,
     ) -> Result<Response<Body>, ApiError> {
         let repo = RepoName::parse(repository)?;
-        if !self.policy.may_set_visibility(principal, repo.as_str()) {
+        let sql = self.ports.sql.as_ref();
+        let namespace = orgs::namespace_of(repo.as_str());
+        let rules = orgs::rules_for(sql, principal, &[namespace]).await?;
+        if !self
+            .policy
+            .may_set_visibility(principal, repo.as_str(), &rules)
+        {
             return Err(ApiError::Forbidden(format!(
                 "you may not change the visibility of {repo}"
             )));
@@ -311,6 +327,13 @@ impl Registry {
         struct Visibility {
             visibility: String,
         }
+        let request_address = {
+            let mut bare = Request::new(());
+            if let Some(a) = request.extensions().get::<crate::ports::ClientAddress>() {
+                bare.extensions_mut().insert(a.clone());
+            }
+            bare
+        };
         let body = request.into_body().collect(4096).await?;
         let wanted: Visibility = parse_json(&body)?;
         let public = match wanted.visibility.as_str() {
@@ -322,9 +345,19 @@ impl Registry {
                 ))
             }
         };
-        if !store::set_visibility(self.ports.sql.as_ref(), repo.as_str(), public).await? {
+        if !store::set_visibility(sql, repo.as_str(), public).await? {
             return Err(ApiError::NotFound(format!("no repository {repo}")));
         }
+        let address = super::token::client_address(&request_address);
+        let ctx = self.org_context(principal, &address);
+        sql.query(ctx.audit_if_org(
+            namespace,
+            "repository.visibility",
+            repo.as_str(),
+            &wanted.visibility,
+        ))
+        .await
+        .map_err(RegistryError::from)?;
         Ok(json_response(
             StatusCode::OK,
             json!({ "name": repo.as_str(), "visibility": wanted.visibility }).to_string(),

@@ -3,6 +3,8 @@
 use http::{header, HeaderMap, Response, StatusCode};
 
 use super::{header_text, response, Registry, DOCKER_CONTENT_DIGEST, IMMUTABLE};
+use crate::auth::permissions::Permission;
+use crate::auth::Claims;
 use crate::body::Body;
 use crate::digest::Digest;
 use crate::error::RegistryError;
@@ -76,9 +78,18 @@ impl Registry {
         &self,
         repo: &RepoName,
         digest: &str,
+        claims: Option<&Claims>,
         events: &EventLog,
     ) -> Result<Response<Body>, RegistryError> {
         let digest: Digest = digest.parse()?;
+        if !self
+            .policy
+            .token_allows(claims, repo.as_str(), None, Permission::DeleteManifest)
+        {
+            return Err(RegistryError::Denied(format!(
+                "deleting blobs of {repo} needs delete-manifest"
+            )));
+        }
         // Only the repository's link goes; the bytes may be shared and are collected later.
         if !self
             .operations()

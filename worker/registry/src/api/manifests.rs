@@ -7,6 +7,8 @@ use super::{
     content_length, header_text, response, Query, Registry, DOCKER_CONTENT_DIGEST, IMMUTABLE,
     OCI_SUBJECT, OCI_TAG,
 };
+use crate::auth::permissions::Permission;
+use crate::auth::{orgs, Claims, Principal};
 use crate::body::{Body, BodyError};
 use crate::digest::{Algorithm, Digest};
 use crate::error::RegistryError;
@@ -21,8 +23,12 @@ impl Registry {
         repo: &RepoName,
         reference: &str,
         with_body: bool,
+        claims: Option<&Claims>,
     ) -> Result<Response<Body>, RegistryError> {
         let reference = readable_reference(reference)?;
+        if let Reference::Tag(tag) = &reference {
+            self.check_tag(claims, repo, tag, Permission::Pull)?;
+        }
         let metadata = Metadata::new(self.ports.sql.as_ref());
         let record = match &reference {
             Reference::Digest(digest) => {
@@ -50,6 +56,7 @@ impl Registry {
         reference: &str,
         query: &Query,
         request: Request<Body>,
+        claims: Option<&Claims>,
         events: &EventLog,
     ) -> Result<Response<Body>, RegistryError> {
         let reference = Reference::parse(reference)?;
@@ -63,6 +70,33 @@ impl Registry {
                 tags.push(tag);
             }
         }
+        let address = super::token::client_address(&request);
+        for tag in &tags {
+            if let Err(denied) = self.check_tag(claims, repo, tag, Permission::Push) {
+                self.audit(
+                    claims,
+                    &address,
+                    repo,
+                    "push.denied",
+                    &format!("{tag}: push"),
+                )
+                .await;
+                return Err(denied);
+            }
+        }
+        // Tags this token may create but not move: they are immutable for it.
+        let immutable: Vec<Tag> = tags
+            .iter()
+            .filter(|tag| {
+                !self.policy.token_allows(
+                    claims,
+                    repo.as_str(),
+                    Some(tag.as_str()),
+                    Permission::OverwriteTag,
+                )
+            })
+            .cloned()
+            .collect();
         let limit = self.config.max_manifest_bytes;
         if content_length(request.headers())?.is_some_and(|len| len > limit) {
             return Err(RegistryError::ManifestTooLarge { limit });
@@ -91,6 +125,22 @@ impl Registry {
         };
         let parsed = manifest::parse(&content, content_type.as_deref())?;
         let metadata = Metadata::new(self.ports.sql.as_ref());
+        if !immutable.is_empty() {
+            let current = metadata.tag_digests(repo, &immutable).await?;
+            if let Some((tag, _)) = current.iter().find(|(_, d)| d != digest.as_str()) {
+                self.audit(
+                    claims,
+                    &address,
+                    repo,
+                    "push.denied",
+                    &format!("{tag}: overwrite-tag"),
+                )
+                .await;
+                return Err(RegistryError::Denied(format!(
+                    "the tag {tag} exists and this token may not move it (overwrite-tag)"
+                )));
+            }
+        }
         let missing = metadata
             .missing_dependencies(repo, &parsed.dependencies)
             .await?;
@@ -101,7 +151,7 @@ impl Registry {
         let text = String::from_utf8(content.to_vec())
             .map_err(|_| RegistryError::ManifestInvalid("manifests are UTF-8 JSON".into()))?;
         self.operations()
-            .put_manifest(repo, &digest, &parsed, text, &tags)
+            .put_manifest(repo, &digest, &parsed, text, &tags, &immutable)
             .await?
             .record(events);
 
@@ -123,12 +173,28 @@ impl Registry {
         &self,
         repo: &RepoName,
         reference: &str,
+        claims: Option<&Claims>,
         events: &EventLog,
     ) -> Result<Response<Body>, RegistryError> {
         let operations = self.operations();
         let deleted = match readable_reference(reference)? {
-            Reference::Digest(digest) => operations.delete_manifest(repo, &digest).await?,
-            Reference::Tag(tag) => operations.delete_tag(repo, &tag).await?,
+            Reference::Digest(digest) => {
+                if !self.policy.token_allows(
+                    claims,
+                    repo.as_str(),
+                    None,
+                    Permission::DeleteManifest,
+                ) {
+                    return Err(RegistryError::Denied(format!(
+                        "deleting manifests of {repo} needs delete-manifest"
+                    )));
+                }
+                operations.delete_manifest(repo, &digest).await?
+            }
+            Reference::Tag(tag) => {
+                self.check_tag(claims, repo, &tag, Permission::DeleteTag)?;
+                operations.delete_tag(repo, &tag).await?
+            }
         }
         .record(events);
         if !deleted {
@@ -139,6 +205,57 @@ impl Registry {
             &[(header::CONTENT_LENGTH, "0".into())],
             Body::Empty,
         ))
+    }
+}
+
+impl Registry {
+    /// Org mode's tag-level check: `permission` on `tag` of `repo` by the token.
+    fn check_tag(
+        &self,
+        claims: Option<&Claims>,
+        repo: &RepoName,
+        tag: &Tag,
+        permission: Permission,
+    ) -> Result<(), RegistryError> {
+        if self
+            .policy
+            .token_allows(claims, repo.as_str(), Some(tag.as_str()), permission)
+        {
+            Ok(())
+        } else {
+            Err(RegistryError::Denied(format!(
+                "this token may not {} the tag {tag} of {repo}",
+                match permission {
+                    Permission::Push => "push to",
+                    Permission::DeleteTag => "delete",
+                    _ => "pull",
+                }
+            )))
+        }
+    }
+
+    /// An audit entry in the repository's organization (none for a user's namespace). Best
+    /// effort: the refusal it records is answered either way.
+    async fn audit(
+        &self,
+        claims: Option<&Claims>,
+        address: &str,
+        repo: &RepoName,
+        action: &str,
+        detail: &str,
+    ) {
+        let who = claims.map_or("anonymous", |c| c.sub.as_str());
+        let principal = Principal::user(who, false);
+        let ctx = self.org_context(&principal, address);
+        let entry = ctx.audit_if_org(
+            orgs::namespace_of(repo.as_str()),
+            action,
+            repo.as_str(),
+            detail,
+        );
+        if let Err(e) = self.ports.sql.query(entry).await {
+            tracing::warn!(error = %e, "could not write an audit entry");
+        }
     }
 }
 

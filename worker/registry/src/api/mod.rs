@@ -9,6 +9,7 @@ mod account;
 mod blobs;
 mod listing;
 mod manifests;
+mod orgs;
 mod token;
 mod uploads;
 
@@ -275,13 +276,13 @@ impl Registry {
             Route::Manifest { name, reference } => {
                 let repo = RepoName::parse(name)?;
                 match method {
-                    Method::GET => self.get_manifest(&repo, reference, true).await,
-                    Method::HEAD => self.get_manifest(&repo, reference, false).await,
+                    Method::GET => self.get_manifest(&repo, reference, true, claims).await,
+                    Method::HEAD => self.get_manifest(&repo, reference, false, claims).await,
                     Method::PUT => {
-                        self.put_manifest(&repo, reference, &query, request, events)
+                        self.put_manifest(&repo, reference, &query, request, claims, events)
                             .await
                     }
-                    Method::DELETE => self.delete_manifest(&repo, reference, events).await,
+                    Method::DELETE => self.delete_manifest(&repo, reference, claims, events).await,
                     _ => Err(RegistryError::MethodNotAllowed {
                         allow: "GET, HEAD, PUT, DELETE",
                     }),
@@ -292,7 +293,7 @@ impl Registry {
                 match method {
                     Method::GET => self.get_blob(&repo, digest, request.headers(), true).await,
                     Method::HEAD => self.get_blob(&repo, digest, request.headers(), false).await,
-                    Method::DELETE => self.delete_blob(&repo, digest, events).await,
+                    Method::DELETE => self.delete_blob(&repo, digest, claims, events).await,
                     _ => Err(RegistryError::MethodNotAllowed {
                         allow: "GET, HEAD, DELETE",
                     }),

@@ -11,8 +11,8 @@ use http::{header, HeaderMap, Method, Request, Response, StatusCode};
 use serde_json::json;
 
 use super::{header_text, json_response, Query, Registry, Route};
-use crate::auth::store;
 use crate::auth::token::{self, format_time};
+use crate::auth::{orgs, store};
 use crate::auth::{Access, Action, AuthSettings, Claims, Policy, Principal, Requirement, Scope};
 use crate::body::Body;
 use crate::error::RegistryError;
@@ -63,7 +63,37 @@ fn strip_scheme<'h>(value: &'h str, scheme: &str) -> Option<&'h str> {
     given.eq_ignore_ascii_case(scheme).then_some(rest)
 }
 
+/// The client's address as the host gave it (`unknown` when it did not).
+pub(super) fn client_address<B>(request: &Request<B>) -> String {
+    request
+        .extensions()
+        .get::<crate::ports::ClientAddress>()
+        .map_or_else(|| "unknown".to_owned(), |a| a.0.clone())
+}
+
 impl Registry {
+    /// The context of an organization change (or audit entry) made by `principal`.
+    pub(super) fn org_context<'a>(
+        &'a self,
+        principal: &Principal,
+        address: &str,
+    ) -> orgs::Context<'a> {
+        let name = if principal.is_anonymous() {
+            "anonymous".to_owned()
+        } else {
+            principal.name.clone()
+        };
+        orgs::Context {
+            sql: self.ports.sql.as_ref(),
+            random: self.ports.random.as_ref(),
+            now_ms: self.now_ms(),
+            actor: orgs::Actor {
+                name,
+                source: address.to_owned(),
+            },
+        }
+    }
+
     pub(super) fn realm(&self, auth: &AuthSettings, headers: &HeaderMap) -> String {
         let base = match &auth.public_url {
             Some(url) => url.trim_end_matches('/').to_owned(),
@@ -196,6 +226,7 @@ impl Registry {
         };
         let now = self.now_ms();
         let sql = self.ports.sql.as_ref();
+        let address = client_address(&request);
         let mut wants_catalog = query
             .all("scope")
             .any(|s| s.split(' ').any(|s| s == "registry:catalog:*"));
@@ -264,10 +295,21 @@ impl Registry {
             _ => return Err(RegistryError::MethodNotAllowed { allow: "GET, POST" }),
         };
 
-        // Grant the intersection of what was asked for and what the principal may do.
+        // Grant the intersection of what was asked for and what the principal may do: by its
+        // namespace, the repositories' visibility and, in organizations, its memberships and
+        // grants (evaluated now, so a removed member's next token has nothing).
         let names: Vec<&str> = scopes.iter().map(|s| s.name.as_str()).collect();
         let public = store::public_repositories(sql, &names).await?;
+        let mut namespaces: Vec<&str> = names.iter().map(|n| orgs::namespace_of(n)).collect();
+        namespaces.sort_unstable();
+        namespaces.dedup();
+        let rules = if principal.admin || !self.policy.auth {
+            Vec::new()
+        } else {
+            orgs::rules_for(sql, &principal, &namespaces).await?
+        };
         let mut access: Vec<Access> = Vec::new();
+        let mut denied_pushes: Vec<&str> = Vec::new();
         for scope in &scopes {
             let is_public = public.iter().any(|p| p == &scope.name);
             let wanted: Vec<Action> = if scope.wildcard {
@@ -275,24 +317,40 @@ impl Registry {
             } else {
                 scope.actions.clone()
             };
-            let granted: Vec<String> = wanted
-                .into_iter()
-                .filter(|a| self.policy.grants(&principal, &scope.name, is_public, *a))
-                .map(|a| a.name().to_owned())
-                .collect();
-            if !granted.is_empty() {
-                access.push(Access {
-                    kind: "repository".into(),
-                    name: scope.name.clone(),
-                    actions: granted,
-                });
+            let rights = self
+                .policy
+                .rights(&principal, &scope.name, is_public, &rules);
+            let entry = self.policy.access_entry(&scope.name, &rights, &wanted);
+            let pushes = entry
+                .as_ref()
+                .is_some_and(|e| e.actions.iter().any(|a| a == "push"));
+            if wanted.contains(&Action::Push) && !pushes {
+                denied_pushes.push(scope.name.as_str());
             }
+            access.extend(entry);
+        }
+        if !denied_pushes.is_empty() && self.policy.auth {
+            // Denied pushes into organizations are audited (a no-op for users' namespaces).
+            let ctx = self.org_context(&principal, &address);
+            let batch = denied_pushes
+                .iter()
+                .map(|name| {
+                    ctx.audit_if_org(
+                        orgs::namespace_of(name),
+                        "push.denied",
+                        name,
+                        "the token request asked for push",
+                    )
+                })
+                .collect();
+            sql.batch(batch).await?;
         }
         if wants_catalog && self.policy.grants_full_catalog(&principal) {
             access.push(Access {
                 kind: "registry".into(),
                 name: "catalog".into(),
                 actions: vec!["*".into()],
+                rules: None,
             });
         }
         let mut jti = [0u8; 16];

@@ -4,9 +4,13 @@
 //!
 //! - [`token`]: signing and verifying tokens (public keys only at the edge).
 //! - [`store`]: users, access tokens and visibility in SQL.
+//! - [`permissions`]: Org mode's permissions, roles, globs, resources and rules (pure values).
+//! - [`orgs`]: organizations, members, teams, robots, roles, grants and the audit log in SQL.
 //! - [`policy`]: who may do what — the one place every access decision is made.
 //! - this module: actions, scopes, principals and settings.
 
+pub mod orgs;
+pub mod permissions;
 pub mod policy;
 pub mod store;
 pub mod token;
@@ -135,6 +139,9 @@ pub struct Principal {
     pub admin: bool,
     /// The access token's limits; `None` means the user's full rights.
     pub limits: Option<Vec<ScopePattern>>,
+    /// A robot account (`<org>+<name>`): it has only what its grants give, and never manages
+    /// anything.
+    pub robot: bool,
 }
 
 impl Principal {
@@ -143,6 +150,27 @@ impl Principal {
             name: String::new(),
             admin: false,
             limits: None,
+            robot: false,
+        }
+    }
+
+    /// A signed-in user with their full rights.
+    pub fn user(name: &str, admin: bool) -> Self {
+        Self {
+            name: name.to_owned(),
+            admin,
+            limits: None,
+            robot: false,
+        }
+    }
+
+    /// A robot account, `<org>+<name>`.
+    pub fn robot(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            admin: false,
+            limits: None,
+            robot: true,
         }
     }
 

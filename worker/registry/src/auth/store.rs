@@ -17,6 +17,8 @@ pub enum StoreError {
     BadUserName,
     #[error("user {0} already exists")]
     UserExists(String),
+    #[error("{0} is an organization's name")]
+    NameOfAnOrg(String),
     #[error("no such user: {0}")]
     NoSuchUser(String),
     #[error(transparent)]
@@ -64,26 +66,34 @@ pub async fn create_user(
     if !valid_user_name(name) {
         return Err(StoreError::BadUserName);
     }
-    let insert = Statement::new("INSERT INTO users (name, admin, created_at) VALUES ($1, $2, $3)")
-        .bind(name)
-        .bind(i64::from(admin))
-        .bind(now_ms);
+    // Users and organizations share one namespace: no user may take an organization's name.
+    let insert = Statement::new(
+        "INSERT INTO users (name, admin, created_at) SELECT CAST($1 AS TEXT), CAST($2 AS BIGINT), \
+         CAST($3 AS BIGINT) WHERE NOT EXISTS (SELECT 1 FROM orgs WHERE name = $1) RETURNING name",
+    )
+    .bind(name)
+    .bind(i64::from(admin))
+    .bind(now_ms);
     match sql.query(insert).await {
+        Ok(rows) if rows.is_empty() => Err(StoreError::NameOfAnOrg(name.to_owned())),
         Ok(_) => Ok(()),
         Err(SqlError::UniqueViolation(_)) => Err(StoreError::UserExists(name.to_owned())),
         Err(e) => Err(e.into()),
     }
 }
 
-/// Deletes a user and, with them, every token they had.
+/// Deletes a user and, with them, every token they had, their memberships and their grants.
 pub async fn delete_user(sql: &dyn Sql, name: &str) -> Result<bool, StoreError> {
     let results = sql
         .batch(vec![
             Statement::new("DELETE FROM access_tokens WHERE user_name = $1").bind(name),
+            Statement::new("DELETE FROM team_members WHERE user_name = $1").bind(name),
+            Statement::new("DELETE FROM grants WHERE principal = $1").bind(format!("user:{name}")),
+            Statement::new("DELETE FROM org_members WHERE user_name = $1").bind(name),
             Statement::new("DELETE FROM users WHERE name = $1 RETURNING name").bind(name),
         ])
         .await?;
-    Ok(results.get(1).is_some_and(|rows| !rows.is_empty()))
+    Ok(results.get(4).is_some_and(|rows| !rows.is_empty()))
 }
 
 /// Creates an access token; returns its id and the token text, which is shown once.
@@ -171,14 +181,18 @@ pub async fn revoke_token(
     Ok(!sql.query(statement).await?.is_empty())
 }
 
-/// Checks `user` / access-token credentials; `None` for anything wrong (unknown user or token,
-/// revoked, expired, or another user's token), without saying which.
+/// Checks `user` / access-token credentials (or a robot's, `<org>+<name>` / robot secret);
+/// `None` for anything wrong (unknown user or token, revoked, expired, or another user's token),
+/// without saying which.
 pub async fn authenticate(
     sql: &dyn Sql,
     user: &str,
     password: &str,
     now_ms: u64,
 ) -> Result<Option<Principal>, RegistryError> {
+    if user.contains('+') {
+        return super::orgs::authenticate_robot(sql, user, password, now_ms).await;
+    }
     let Some(rest) = password.strip_prefix("orp_") else {
         return Ok(None);
     };
@@ -217,6 +231,7 @@ pub async fn authenticate(
         name: owner,
         admin: row.int(5)? != 0,
         limits: (!limits.is_empty()).then_some(limits),
+        robot: false,
     }))
 }
 
@@ -251,6 +266,7 @@ pub async fn principal_for_token(
         name: row.text(0)?,
         admin: row.int(4)? != 0,
         limits: (!limits.is_empty()).then_some(limits),
+        robot: false,
     }))
 }
 

@@ -21,6 +21,10 @@ pub struct Access {
     pub kind: String,
     pub name: String,
     pub actions: Vec<String>,
+    /// Org mode's finer rights on this repository (see `Policy::access_entry`); absent when the
+    /// Docker actions say it all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rules: Option<Vec<super::permissions::TagRule>>,
 }
 
 /// What a verified token says.
@@ -253,6 +257,7 @@ mod tests {
                 kind: "repository".into(),
                 name: "alice/app".into(),
                 actions: vec!["pull".into()],
+                rules: None,
             }],
             purpose: None,
             tid: None,
