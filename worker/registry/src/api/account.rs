@@ -200,6 +200,11 @@ impl Registry {
             return Err(ApiError::MethodNotAllowed { allow });
         }
         let principal = self.api_principal(auth, request.headers()).await?;
+        if principal.robot {
+            return Err(ApiError::Forbidden(
+                "robot accounts push and pull; they have no account to manage".into(),
+            ));
+        }
         match endpoint {
             Endpoint::Tokens | Endpoint::Token { .. }
                 if !self.policy.may_manage_tokens(&principal) =>

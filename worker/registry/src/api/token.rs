@@ -329,8 +329,9 @@ impl Registry {
             }
             access.extend(entry);
         }
-        if !denied_pushes.is_empty() && self.policy.auth {
-            // Denied pushes into organizations are audited (a no-op for users' namespaces).
+        if !denied_pushes.is_empty() && self.policy.auth && !principal.is_anonymous() {
+            // Denied pushes into organizations are audited (a no-op for users' namespaces); only
+            // those of signed-in callers, so that nobody can fill an org's log anonymously.
             let ctx = self.org_context(&principal, &address);
             let batch = denied_pushes
                 .iter()
