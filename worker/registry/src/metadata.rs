@@ -453,8 +453,9 @@ impl<'a> Metadata<'a> {
         rows.iter().map(|r| r.text(0).map_err(Into::into)).collect()
     }
 
-    /// Like [`Self::repositories`], but only public ones and those in `namespace` (`<ns>` and
-    /// `<ns>/…`): the policy's [`CatalogView::Visible`](crate::auth::CatalogView), as SQL.
+    /// Like [`Self::repositories`], but only public ones, those in `namespace` (`<ns>` and
+    /// `<ns>/…`) and those of the organizations `namespace` (a user) is a member of: the
+    /// policy's [`CatalogView::Visible`](crate::auth::CatalogView), as SQL.
     pub async fn visible_repositories(
         &self,
         last: &str,
@@ -467,7 +468,9 @@ impl<'a> Metadata<'a> {
             .query(
                 Statement::new(
                     "SELECT name FROM repositories WHERE name > $1 AND (visibility = 'public' \
-                     OR (name = $3 AND $3 <> '') OR substr(name, 1, $4) = $5) \
+                     OR (name = $3 AND $3 <> '') OR substr(name, 1, $4) = $5 \
+                     OR EXISTS (SELECT 1 FROM org_members m WHERE m.user_name = $3 AND $3 <> '' \
+                     AND (name = m.org OR substr(name, 1, length(m.org) + 1) = m.org || '/'))) \
                      ORDER BY name LIMIT $2",
                 )
                 .bind(last)

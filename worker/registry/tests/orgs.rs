@@ -316,6 +316,27 @@ fn a_removed_members_next_token_grants_nothing() {
 }
 
 #[test]
+fn members_see_their_organizations_repositories_in_the_catalog() {
+    let w = World::new();
+    let olivia = w.token(&w.basic("olivia"), "repository:acme/app:pull,push");
+    w.put_manifest(&olivia, "v1", &w.image)
+        .expect_status(StatusCode::CREATED);
+    let catalog = |user: &str| {
+        let token = w.token(&w.basic(user), "registry:catalog:*");
+        w.t.get_with(
+            "/v2/_catalog",
+            &[("authorization", &format!("Bearer {token}"))],
+        )
+        .json()["repositories"]
+            .clone()
+    };
+    assert_eq!(catalog("dan"), json!(["acme/app"]), "a developer of acme");
+    w.api("DELETE", "orgs/acme/members/dan", "olivia", Value::Null)
+        .expect_status(StatusCode::OK);
+    assert_eq!(catalog("dan"), json!([]), "no longer a member");
+}
+
+#[test]
 fn deleting_an_org_with_force_takes_its_repositories_along() {
     let w = World::new();
     let olivia = w.token(&w.basic("olivia"), "repository:acme/app:pull,push");

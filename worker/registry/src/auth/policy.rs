@@ -59,7 +59,8 @@ pub enum RouteKind<'a> {
 pub enum CatalogView {
     /// Every repository (open mode, or a token with `registry:catalog:*`).
     All,
-    /// Public repositories, and those in `namespace` (the caller's own) when there is one.
+    /// Public repositories, and those in `namespace` (the caller's own) and in the organizations
+    /// the caller is a member of, when there is one.
     Visible { namespace: Option<String> },
 }
 
