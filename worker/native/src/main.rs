@@ -118,6 +118,15 @@ enum Command {
         #[command(flatten)]
         settings: SettingFlags,
     },
+    /// Check that the registry on this machine answers (`GET /v2/` gives 200, or 401 with auth
+    /// on): exit status 0 if it does, 1 if not. For container health checks.
+    Health {
+        /// The registry's base URL; default: the listen address's.
+        #[arg(long)]
+        url: Option<String>,
+        #[command(flatten)]
+        settings: SettingFlags,
+    },
     /// Apply pending schema migrations to the configured database, then exit.
     Migrate {
         #[command(flatten)]
@@ -265,6 +274,36 @@ async fn serve(settings: Settings) -> Result<(), String> {
     .map_err(|e| e.to_string())
 }
 
+/// `openregistry health`: one `GET /v2/` to the local registry, within 5 s.
+async fn health(url: Option<String>, settings: &Settings) -> Result<(), String> {
+    let base = url.unwrap_or_else(|| {
+        let listen = settings.listen;
+        // A wildcard listen address is reached on loopback.
+        let host = if listen.ip().is_unspecified() {
+            "127.0.0.1".to_owned()
+        } else {
+            listen.ip().to_string()
+        };
+        format!("http://{host}:{}", listen.port())
+    });
+    let target = format!("{}/v2/", base.trim_end_matches('/'));
+    let request = http::Request::get(&target)
+        .body(openregistry::Body::Empty)
+        .map_err(|e| format!("{target}: {e}"))?;
+    let client = HyperClient::new();
+    let answer = tokio::time::timeout(Duration::from_secs(5), client.send(request))
+        .await
+        .map_err(|_| format!("{target}: no answer within 5 s"))?
+        .map_err(|e| format!("{target}: {e}"))?;
+    match answer.status().as_u16() {
+        200 | 401 => {
+            println!("{target}: {}", answer.status());
+            Ok(())
+        }
+        other => Err(format!("{target} answered {other}")),
+    }
+}
+
 async fn shutdown_signal() {
     let ctrl_c = async {
         if tokio::signal::ctrl_c().await.is_err() {
@@ -341,6 +380,10 @@ async fn main() -> std::process::ExitCode {
             let key = flags.get("OPENREGISTRY_TOKEN_KEY");
             accounts::token_key_command(action, key.as_deref(), Path::new(&settings.data_dir))
         }),
+        Command::Health { url, settings } => match settings.settings() {
+            Ok(settings) => health(url, &settings).await,
+            Err(e) => Err(e),
+        },
         Command::Migrate { settings } => accounts_database(&settings).await.map(|_| ()),
     };
     match result {
