@@ -72,6 +72,7 @@ impl Settings {
     pub fn config(&self) -> Config {
         Config {
             redirect_blob_downloads: self.blob_redirect,
+            upload_origin: self.upload_origin.clone(),
             chunk_min_length: self.chunk_min,
             chunk_max_length: self.chunk_max,
             ..Config::default()

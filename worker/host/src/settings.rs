@@ -153,6 +153,13 @@ pub const SETTINGS: &[Setting] = &[
         meaning: "advertised `OCI-Chunk-Max-Length`: the platform's request body limit (Workers: 100 MB Free/Pro, 200 MB Business, 500 MB Enterprise; Akamai Functions: 10 MiB)",
     },
     Setting {
+        name: "OPENREGISTRY_UPLOAD_ORIGIN",
+        hosts: ALL,
+        secret: false,
+        default: "none",
+        meaning: "base URL of a registry sharing this one's database, storage and token key (e.g. the container on Akash): upload starts are forwarded there, so big layers bypass this host's body limit while pulls stay here",
+    },
+    Setting {
         name: "OPENREGISTRY_AUTH",
         hosts: ALL,
         secret: false,
@@ -310,6 +317,8 @@ pub struct Settings {
     /// `None`: files under the data directory (native only).
     pub skynet: Option<SkynetSettings>,
     pub blob_redirect: bool,
+    /// Where uploads are sent (`OPENREGISTRY_UPLOAD_ORIGIN`), without a trailing `/`.
+    pub upload_origin: Option<String>,
     pub chunk_min: Option<u64>,
     pub chunk_max: Option<u64>,
     /// `None`: open (no authentication).
@@ -456,6 +465,23 @@ impl Settings {
             }
         }
 
+        let upload_origin = match read.text("OPENREGISTRY_UPLOAD_ORIGIN") {
+            None => None,
+            Some(url) => {
+                let url = url.trim().trim_end_matches('/').to_owned();
+                let scheme_ok = url.starts_with("https://") || url.starts_with("http://");
+                let host_ok = url.split_once("://").is_some_and(|(_, rest)| {
+                    !rest.is_empty() && !rest.contains(['/', '?', '#', ' '])
+                });
+                if !scheme_ok || !host_ok {
+                    return Err(format!(
+                        "{} must be an origin like https://uploads.example:8443 (no path), not {url:?}",
+                        spelled("OPENREGISTRY_UPLOAD_ORIGIN")
+                    ));
+                }
+                Some(url)
+            }
+        };
         let open = read.flag("OPENREGISTRY_OPEN", false)?;
         let auth = if read.flag("OPENREGISTRY_AUTH", false)? {
             let token_key = if edge {
@@ -507,6 +533,7 @@ impl Settings {
             database,
             skynet,
             blob_redirect: read.flag("OPENREGISTRY_BLOB_REDIRECT", false)?,
+            upload_origin,
             chunk_min,
             chunk_max,
             auth,
@@ -663,6 +690,31 @@ mod tests {
         pairs.push(("OPENREGISTRY_CHUNK_MIN_LENGTH", "20000000"));
         let error = read_err(&pairs, Host::Spin);
         assert!(error.contains("is larger than"), "{error}");
+    }
+
+    #[test]
+    fn the_upload_origin_is_an_origin_without_a_path() {
+        assert_eq!(read_ok(&EDGE, Host::Cloudflare).upload_origin, None);
+        let mut pairs = EDGE.to_vec();
+        pairs.push((
+            "OPENREGISTRY_UPLOAD_ORIGIN",
+            "https://uploads.example:8443/",
+        ));
+        assert_eq!(
+            read_ok(&pairs, Host::Cloudflare).upload_origin.as_deref(),
+            Some("https://uploads.example:8443")
+        );
+        for bad in [
+            "uploads.example",
+            "https://",
+            "https://a.example/v2",
+            "ftp://a.example",
+        ] {
+            let mut pairs = EDGE.to_vec();
+            pairs.push(("OPENREGISTRY_UPLOAD_ORIGIN", bad));
+            let error = read_err(&pairs, Host::Cloudflare);
+            assert!(error.contains("must be an origin"), "{bad}: {error}");
+        }
     }
 
     #[test]

@@ -20,7 +20,12 @@ pub struct Config {
     /// Advertised `OCI-Chunk-Min-Length`; `None`: the blob store's own preference.
     pub chunk_min_length: Option<u64>,
     /// Advertised `OCI-Chunk-Max-Length` (the host's request body limit); `None`: the store's.
+    /// Request bodies over it are refused with 413 before a byte is stored.
     pub chunk_max_length: Option<u64>,
+    /// Another registry sharing this one's metadata, storage and token keys (an origin such as
+    /// `https://uploads.example`): upload starts are forwarded there, so the bytes of big layers
+    /// go to it directly (past this host's body limit) while pulls stay here.
+    pub upload_origin: Option<String>,
 }
 
 impl Config {
@@ -46,6 +51,7 @@ impl Default for Config {
             max_page_size: 10_000,
             chunk_min_length: None,
             chunk_max_length: None,
+            upload_origin: None,
         }
     }
 }

@@ -33,6 +33,9 @@ pub enum RegistryError {
     NameUnknown,
     #[error("provided length did not match content length: {0}")]
     SizeInvalid(String),
+    /// A request body larger than the advertised `OCI-Chunk-Max-Length` (the host's limit).
+    #[error("the body is larger than this registry's chunk limit of {limit} bytes (OCI-Chunk-Max-Length); send smaller chunks")]
+    ChunkTooLarge { limit: u64 },
     #[error("invalid tag: {0}")]
     TagInvalid(String),
     /// A chunk that does not start where the upload stands; carries the current offset and the
@@ -87,6 +90,7 @@ impl RegistryError {
             NameInvalid(_) => ("NAME_INVALID", StatusCode::BAD_REQUEST),
             NameUnknown => ("NAME_UNKNOWN", StatusCode::NOT_FOUND),
             SizeInvalid(_) => ("SIZE_INVALID", StatusCode::BAD_REQUEST),
+            ChunkTooLarge { .. } => ("SIZE_INVALID", StatusCode::PAYLOAD_TOO_LARGE),
             TagInvalid(_) => ("TAG_INVALID", StatusCode::BAD_REQUEST),
             // The spec's code table has no range code, and its codes are the only ones allowed:
             // an out-of-order chunk is an invalid upload, an unsatisfiable read an invalid size.
@@ -116,6 +120,7 @@ impl RegistryError {
             RegistryError::UploadRangeInvalid { offset, .. } => json!({ "offset": offset }),
             RegistryError::BlobRangeInvalid { size } => json!({ "size": size }),
             RegistryError::ManifestTooLarge { limit } => json!({ "limit": limit }),
+            RegistryError::ChunkTooLarge { limit } => json!({ "limit": limit }),
             _ => serde_json::Value::Null,
         };
         let body = json!({

@@ -52,7 +52,80 @@ struct Ingested {
     written: u64,
 }
 
+/// Headers of an upload start that the origin's answer passes on to the client.
+const FORWARDED_ANSWER: [&str; 7] = [
+    "location",
+    "range",
+    "docker-upload-uuid",
+    "oci-chunk-min-length",
+    "oci-chunk-max-length",
+    "content-type",
+    "www-authenticate",
+];
+
 impl Registry {
+    /// `POST …/blobs/uploads/` with an upload origin configured: the same request goes to the
+    /// origin (credentials included: it verifies the same tokens) and its answer, with the
+    /// `Location` made absolute on the origin, goes back to the client, which then sends the
+    /// bytes there. The origin shares this registry's database and storage, so what it commits
+    /// is pulled here.
+    async fn forward_upload_start(
+        &self,
+        origin: &str,
+        repo: &RepoName,
+        request: Request<Body>,
+    ) -> Result<Response<Body>, RegistryError> {
+        let query = request
+            .uri()
+            .query()
+            .map(|q| format!("?{q}"))
+            .unwrap_or_default();
+        let target = format!("{origin}/v2/{repo}/blobs/uploads/{query}");
+        let mut forwarded = Request::post(&target)
+            .header(header::CONTENT_LENGTH, "0")
+            .body(Body::Empty)
+            .map_err(|e| RegistryError::Internal(format!("{target}: {e}")))?;
+        for name in [header::AUTHORIZATION, header::USER_AGENT] {
+            if let Some(value) = request.headers().get(&name) {
+                forwarded.headers_mut().insert(name, value.clone());
+            }
+        }
+        forwarded
+            .extensions_mut()
+            .insert(crate::ports::Timeout(std::time::Duration::from_secs(30)));
+        let answer = self.ports.http.send(forwarded).await?;
+        let (parts, body) = answer.into_parts();
+        if parts.status.is_server_error() {
+            return Err(RegistryError::Unavailable(crate::ports::Unavailable::new(
+                "upload origin",
+                format!("{target} answered {}", parts.status),
+            )));
+        }
+        let mut response = Response::new(body);
+        *response.status_mut() = parts.status;
+        for name in FORWARDED_ANSWER {
+            let Some(value) = parts.headers.get(name) else {
+                continue;
+            };
+            let value = match value.to_str() {
+                Ok(location) if name == "location" && location.starts_with('/') => {
+                    http::HeaderValue::from_str(&format!("{origin}{location}"))
+                        .unwrap_or_else(|_| value.clone())
+                }
+                _ => value.clone(),
+            };
+            response
+                .headers_mut()
+                .insert(HeaderName::from_static(name), value);
+        }
+        if let Some(length) = parts.headers.get(header::CONTENT_LENGTH) {
+            response
+                .headers_mut()
+                .insert(header::CONTENT_LENGTH, length.clone());
+        }
+        Ok(response)
+    }
+
     fn new_upload_id(&self) -> String {
         let mut id = [0u8; 16];
         self.ports.random.fill(&mut id);
@@ -70,6 +143,18 @@ impl Registry {
         body: Body,
         expected: Option<u64>,
     ) -> Result<Ingested, RegistryError> {
+        // A body that declares more than the advertised chunk limit (the host's body limit) is
+        // refused before a byte is read or stored. One of unknown length is bounded by the host
+        // (Workers and Spin platforms cut it off at their limit).
+        let limit = self
+            .config
+            .chunk_limits(self.ports.blobs.chunk_limits())
+            .max;
+        if let (Some(limit), Some(expected)) = (limit, expected) {
+            if expected > limit {
+                return Err(RegistryError::ChunkTooLarge { limit });
+            }
+        }
         let progress = Arc::new(Mutex::new(Progress { hasher, written: 0 }));
         let stream = hashing(body.into_stream(), progress.clone());
         let handle = self
@@ -177,6 +262,9 @@ impl Registry {
             self.upload_whole(repo, &digest, request.into_body(), declared, events)
                 .await?;
             return Ok(Self::blob_created(repo, &digest));
+        }
+        if let Some(origin) = &self.config.upload_origin {
+            return self.forward_upload_start(origin, repo, request).await;
         }
         let algorithm = match query.get("digest-algorithm") {
             None => Algorithm::Sha256,
