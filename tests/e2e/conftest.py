@@ -262,7 +262,10 @@ def _prepare_worker() -> None:
 @pytest.fixture(scope="session")
 def registry(tmp_root, neon_backend, skynet_backend):
     """The registry shared by most tests (one process for the session)."""
-    server = _start(tmp_root / "shared-registry", "shared", neon_backend, skynet=skynet_backend)
+    # On the Worker: a plan whose body limit is 500 MB (Enterprise), so the suite's single-PATCH
+    # layers of 200 MiB are within it (Free/Pro's 100 MB default is tested in test_worker_config).
+    extra = {"OPENREGISTRY_CHUNK_MAX_LENGTH": "500000000"} if cloudflare_host.CLOUDFLARE else None
+    server = _start(tmp_root / "shared-registry", "shared", neon_backend, extra, skynet=skynet_backend)
     yield server
     rc = server.stop()
     # A graceful SIGTERM shutdown is part of the contract.

@@ -71,11 +71,33 @@ def test_chunk_limits_are_advertised_from_configuration(registry_factory):
     client.close()
 
 
-def test_by_default_the_max_chunk_is_the_free_plan_body_limit(client):
+def test_by_default_the_max_chunk_is_the_free_plan_body_limit(registry_factory):
+    # Its own Worker without settings: the shared one models a 500 MB plan (see conftest).
+    server = registry_factory("default-limits")
+    client = OciClient(server.base_url)
     r = client.post("/v2/cfg/default/blobs/uploads/", data=b"")
     assert r.status_code == 202
     assert r.headers.get("OCI-Chunk-Max-Length") == "100000000"
     assert int(r.headers.get("OCI-Chunk-Min-Length")) <= 100_000_000
+    # A chunk declaring more is refused before a byte is stored.
+    client.close()
+
+
+def test_a_chunk_declaring_more_than_the_limit_is_refused_before_it_is_stored(registry_factory):
+    server = registry_factory("small-limit", env={"OPENREGISTRY_CHUNK_MIN_LENGTH": "1024",
+                                                  "OPENREGISTRY_CHUNK_MAX_LENGTH": "4096"})
+    client = OciClient(server.base_url)
+    r = client.post("/v2/cfg/small/blobs/uploads/", data=b"")
+    location = r.headers["Location"]
+    big = client.patch(location, data=os.urandom(4097), headers={"Content-Type": "application/octet-stream"})
+    assert big.status_code == 413, big.text[:300]
+    assert big.json()["errors"][0] == {
+        "code": "SIZE_INVALID", "detail": {"limit": 4096},
+        "message": "the body is larger than this registry's chunk limit of 4096 bytes "
+                   "(OCI-Chunk-Max-Length); send smaller chunks"}
+    status = client.get(location)
+    assert status.status_code == 204 and status.headers.get("Range") in (None, "0-0"), dict(status.headers)
+    client.close()
 
 
 def test_a_bad_setting_answers_503_naming_it(registry_factory, work_dir):

@@ -75,7 +75,8 @@ def skopeo(*args: str) -> None:
 
 
 def test_workerd_memory_stays_flat_during_a_200_mib_push_and_pull_and_a_400_mib_upload(registry_factory, work_dir):
-    server = registry_factory("memory")
+    # Single PATCHes of 200 and 400 MiB: a Workers plan whose body limit is 500 MB (Enterprise).
+    server = registry_factory("memory", env={"OPENREGISTRY_CHUNK_MAX_LENGTH": "500000000"})
     pid = server.proc.pid
     client = OciClient(server.base_url)
     # Warm up: instantiate the WASM module and the code paths of a push and a pull.
