@@ -11,7 +11,7 @@
 use serde::Serialize;
 use sha2::Digest as _;
 
-use super::permissions::{builtin_role, Permissions, Resource, Rule, BUILTIN_ROLES};
+use super::permissions::{builtin_role, Permission, Permissions, Resource, Rule, BUILTIN_ROLES};
 use super::store::valid_user_name;
 use super::{constant_time_eq, Principal};
 use crate::error::RegistryError;
@@ -1125,6 +1125,13 @@ pub async fn create_grant(
         Granted::Role(role) => (Some(role.clone()), ensure_role(ctx.sql, org, role).await?),
         Granted::Permissions(p) => (None, *p),
     };
+    let everyone = matches!(grantee, Grantee::Anonymous | Grantee::SignedIn);
+    if everyone && !Permissions::of(&[Permission::Pull]).includes(permissions) {
+        return Err(OrgError::Invalid(format!(
+            "grants to {} may only pull: writing needs an account that can be held to account",
+            grantee.text()
+        )));
+    }
     let id = ctx.id();
     let stored_permissions = match granted {
         Granted::Role(_) => None,
