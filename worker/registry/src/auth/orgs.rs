@@ -215,15 +215,16 @@ pub async fn list(sql: &dyn Sql, user: Option<&str>) -> Result<Vec<OrgInfo>, Org
         }
     };
     let rows = sql.query(statement).await?;
-    rows.iter()
-        .map(|r| {
-            Ok(OrgInfo {
-                name: r.text(0)?,
-                created_at_ms: r.uint(1)?,
-                role: r.opt_text(2)?,
-            })
-        })
-        .collect()
+    rows.iter().map(org_info).collect()
+}
+
+/// An `OrgInfo` from a row of (name, created_at, role).
+fn org_info(row: &Row) -> Result<OrgInfo, OrgError> {
+    Ok(OrgInfo {
+        name: row.text(0)?,
+        created_at_ms: row.uint(1)?,
+        role: row.opt_text(2)?,
+    })
 }
 
 /// An organization and `user`'s role in it; `None` when there is no such organization.
@@ -238,15 +239,7 @@ pub async fn get(sql: &dyn Sql, name: &str, user: &str) -> Result<Option<OrgInfo
             .bind(user),
         )
         .await?;
-    rows.first()
-        .map(|r| {
-            Ok(OrgInfo {
-                name: r.text(0)?,
-                created_at_ms: r.uint(1)?,
-                role: r.opt_text(2)?,
-            })
-        })
-        .transpose()
+    rows.first().map(org_info).transpose()
 }
 
 fn repositories_of(org: &str) -> (String, String) {
@@ -847,6 +840,19 @@ pub fn robot_short_name<'a>(org: &str, name: &'a str) -> &'a str {
         .unwrap_or(name)
 }
 
+/// Fails with `NotFound` unless `org` has the robot `name` (`<name>` or `<org>+<name>`).
+async fn ensure_robot(sql: &dyn Sql, org: &str, name: &str) -> Result<(), OrgError> {
+    let short = robot_short_name(org, name);
+    ensure_found(
+        sql,
+        Statement::new("SELECT name FROM robots WHERE org = $1 AND name = $2")
+            .bind(org)
+            .bind(short),
+        format!("{org} has no robot {org}+{short}"),
+    )
+    .await
+}
+
 pub async fn create_robot(
     ctx: &Context<'_>,
     org: &str,
@@ -895,15 +901,7 @@ pub async fn rotate_robot(
     name: &str,
     expires_in_days: Option<u64>,
 ) -> Result<RobotSecret, OrgError> {
-    let short = robot_short_name(org, name);
-    ensure_found(
-        ctx.sql,
-        Statement::new("SELECT name FROM robots WHERE org = $1 AND name = $2")
-            .bind(org)
-            .bind(short),
-        format!("{org} has no robot {org}+{short}"),
-    )
-    .await?;
+    ensure_robot(ctx.sql, org, name).await?;
     let name = robot_short_name(org, name);
     let (id, hash, secret) = new_secret(ctx);
     let expires = expiry(ctx, expires_in_days);
@@ -935,15 +933,7 @@ pub async fn rotate_robot(
 }
 
 pub async fn delete_robot(ctx: &Context<'_>, org: &str, name: &str) -> Result<(), OrgError> {
-    let short = robot_short_name(org, name);
-    ensure_found(
-        ctx.sql,
-        Statement::new("SELECT name FROM robots WHERE org = $1 AND name = $2")
-            .bind(org)
-            .bind(short),
-        format!("{org} has no robot {org}+{short}"),
-    )
-    .await?;
+    ensure_robot(ctx.sql, org, name).await?;
     let name = robot_short_name(org, name);
     let full = format!("{org}+{name}");
     let results = ctx
