@@ -160,6 +160,13 @@ pub const SETTINGS: &[Setting] = &[
         meaning: "base URL of a registry sharing this one's database, storage and token key (e.g. the container on Akash): upload starts are forwarded there, so big layers bypass this host's body limit while pulls stay here",
     },
     Setting {
+        name: "OPENREGISTRY_METRICS_TOKEN",
+        hosts: NATIVE,
+        secret: true,
+        default: "none: `/metrics` is open without auth, off with it",
+        meaning: "bearer token Prometheus scrapes `/metrics` with (`authorization: credentials`)",
+    },
+    Setting {
         name: "OPENREGISTRY_AUTH",
         hosts: ALL,
         secret: false,
@@ -319,6 +326,8 @@ pub struct Settings {
     pub blob_redirect: bool,
     /// Where uploads are sent (`OPENREGISTRY_UPLOAD_ORIGIN`), without a trailing `/`.
     pub upload_origin: Option<String>,
+    /// The bearer token `/metrics` answers to (native only).
+    pub metrics_token: Option<String>,
     pub chunk_min: Option<u64>,
     pub chunk_max: Option<u64>,
     /// `None`: open (no authentication).
@@ -534,6 +543,11 @@ impl Settings {
             skynet,
             blob_redirect: read.flag("OPENREGISTRY_BLOB_REDIRECT", false)?,
             upload_origin,
+            metrics_token: if host == Host::Native {
+                read.text("OPENREGISTRY_METRICS_TOKEN")
+            } else {
+                None
+            },
             chunk_min,
             chunk_max,
             auth,

@@ -6,6 +6,7 @@ mod bodies;
 mod embedded;
 mod fs_store;
 mod http_client;
+mod metrics;
 mod orgs_cli;
 mod server;
 
@@ -257,7 +258,14 @@ async fn serve(settings: Settings) -> Result<(), String> {
         clock: Arc::new(SystemClock),
         random: Arc::new(OsRandom),
     };
-    let registry = Arc::new(openregistry_host::build(&settings, ports, embedded)?);
+    let metrics = Arc::new(metrics::Metrics::default());
+    let registry =
+        Arc::new(openregistry_host::build(&settings, ports, embedded)?.subscribe(metrics.clone()));
+    let metrics = server::MetricsEndpoint {
+        metrics,
+        token: settings.metrics_token.clone(),
+        auth: settings.auth.is_some(),
+    };
     let listen = settings.listen;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -267,6 +275,7 @@ async fn serve(settings: Settings) -> Result<(), String> {
     server::serve(
         listener,
         registry,
+        metrics,
         shutdown_signal(),
         Duration::from_secs(30),
     )

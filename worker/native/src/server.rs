@@ -30,6 +30,7 @@ use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
 
 use crate::bodies::{from_incoming, to_hyper, HyperBody, RequestBody};
+use crate::metrics::Metrics;
 
 /// How long the log thread lets lines gather after the first one before writing them out.
 const LOG_GATHER: Duration = Duration::from_millis(5);
@@ -184,15 +185,82 @@ fn into_hyper_response(response: openregistry::http::Response<Body>) -> Response
     response.map(to_hyper)
 }
 
+/// What `/metrics` answers to.
+#[derive(Clone)]
+pub struct MetricsEndpoint {
+    pub metrics: Arc<Metrics>,
+    /// The bearer token a scrape needs; `None`: open, unless `auth` (then the endpoint is off).
+    pub token: Option<String>,
+    pub auth: bool,
+}
+
+impl MetricsEndpoint {
+    /// `GET /metrics`: the counters, or 401 for a wrong token, or 404 when it is off.
+    fn answer(&self, request: &Request<Incoming>) -> Response<HyperBody> {
+        let plain = |status: u16, text: String| {
+            let mut response = Response::new(to_hyper(Body::from(text)));
+            *response.status_mut() = hyper::StatusCode::from_u16(status)
+                .unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+            response.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            response
+        };
+        match (&self.token, self.auth) {
+            (None, true) => plain(
+                404,
+                "/metrics is off: with authentication on it needs OPENREGISTRY_METRICS_TOKEN\n"
+                    .into(),
+            ),
+            (Some(token), _) => {
+                let given = request
+                    .headers()
+                    .get(hyper::header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("Bearer "))
+                    .unwrap_or_default();
+                if openregistry::auth::constant_time_eq(given.as_bytes(), token.as_bytes()) {
+                    plain(200, self.metrics.render())
+                } else {
+                    let mut response = plain(401, "a bearer token is required\n".into());
+                    response.headers_mut().insert(
+                        hyper::header::WWW_AUTHENTICATE,
+                        hyper::header::HeaderValue::from_static("Bearer realm=\"metrics\""),
+                    );
+                    response
+                }
+            }
+            (None, false) => plain(200, self.metrics.render()),
+        }
+    }
+}
+
+fn declared_length(headers: &hyper::HeaderMap) -> Option<u64> {
+    headers
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
 async fn serve_one(
     registry: Arc<Registry>,
     log: Arc<AccessLog>,
+    metrics: MetricsEndpoint,
     peer: SocketAddr,
     request: Request<Incoming>,
 ) -> Result<Response<HyperBody>, Infallible> {
     let started = Instant::now();
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
+    if path == "/metrics" && method == hyper::Method::GET {
+        let response = metrics.answer(&request);
+        let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        log.record(&method, &path, response.status().as_u16(), ms);
+        return Ok(response);
+    }
+    let route = openregistry::route_name(&path);
+    let request_bytes = declared_length(request.headers());
     // A client waiting for `100 Continue` must not be prompted to send a body nobody reads.
     let expects_continue = request
         .headers()
@@ -209,6 +277,14 @@ async fn serve_one(
     }
     let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     log.record(&method, &path, response.status().as_u16(), ms);
+    metrics.metrics.record(
+        route,
+        method.as_str(),
+        response.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+        request_bytes,
+        declared_length(response.headers()),
+    );
     // What the handler left of the body: a small rest is read now and the connection reused; a
     // large one is read and dropped after the response, which says `Connection: close` (see
     // `bodies`). A client waiting for `100 Continue` has sent nothing: its body is not asked for.
@@ -233,6 +309,7 @@ async fn serve_one(
 pub async fn serve(
     listener: TcpListener,
     registry: Arc<Registry>,
+    metrics: MetricsEndpoint,
     shutdown: impl std::future::Future<Output = ()>,
     grace: Duration,
 ) -> std::io::Result<()> {
@@ -253,8 +330,11 @@ pub async fn serve(
                 let _ = stream.set_nodelay(true);
                 let registry = registry.clone();
                 let log = log.clone();
+                let metrics = metrics.clone();
                 let service =
-                    service_fn(move |request| serve_one(registry.clone(), log.clone(), peer, request));
+                    service_fn(move |request| {
+                        serve_one(registry.clone(), log.clone(), metrics.clone(), peer, request)
+                    });
                 let connection = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service);
                 let connection = graceful.watch(connection);

@@ -74,6 +74,24 @@ impl<'a> Route<'a> {
     }
 }
 
+/// The kind of route a path names, as a short fixed name (`manifest`, `blob`, `upload`, …;
+/// `other` for none): a label for hosts' metrics that never carries a repository name.
+pub fn route_name(path: &str) -> &'static str {
+    match route(path) {
+        None => "other",
+        Some(Route::Base) => "base",
+        Some(Route::Catalog) => "catalog",
+        Some(Route::Tags { .. }) => "tags",
+        Some(Route::Manifest { .. }) => "manifest",
+        Some(Route::Blob { .. }) => "blob",
+        Some(Route::UploadStart { .. }) => "upload_start",
+        Some(Route::Upload { .. }) => "upload",
+        Some(Route::Referrers { .. }) => "referrers",
+        Some(Route::Token) => "token",
+        Some(Route::Api { .. }) => "api",
+    }
+}
+
 fn route(path: &str) -> Option<Route<'_>> {
     if path == "/token" {
         return Some(Route::Token);
