@@ -282,6 +282,54 @@ fn paserk_header(entry: &str) -> String {
     }
 }
 
+/// A secret credential as minted: `<prefix><16 hex id>_<64 hex secret>` (access tokens `orp_`,
+/// robot secrets `orr_`). The id finds the row; only the secret's SHA-256 (`hash`) is stored, and
+/// `text` is shown once.
+pub struct MintedSecret {
+    pub id: String,
+    pub hash: String,
+    pub text: String,
+}
+
+/// Mints a secret credential with `prefix`.
+pub fn mint_secret(random: &dyn crate::ports::Random, prefix: &str) -> MintedSecret {
+    let mut id = [0u8; 8];
+    let mut secret = [0u8; 32];
+    random.fill(&mut id);
+    random.fill(&mut secret);
+    let (id, secret) = (hex::encode(id), hex::encode(secret));
+    MintedSecret {
+        hash: hash_secret(&secret),
+        text: format!("{prefix}{id}_{secret}"),
+        id,
+    }
+}
+
+/// The id and secret of a credential text with `prefix`; `None` unless the id is 16 hex digits
+/// and the secret at most 128 bytes (anything longer is not looked up).
+pub fn split_secret<'t>(prefix: &str, text: &'t str) -> Option<(&'t str, &'t str)> {
+    let (id, secret) = text.strip_prefix(prefix)?.split_once('_')?;
+    let id_ok = id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit());
+    (id_ok && secret.len() <= 128).then_some((id, secret))
+}
+
+/// Whether `secret` is the one whose SHA-256 is `stored_hash` (compared in constant time).
+pub fn secret_matches(secret: &str, stored_hash: &str) -> bool {
+    constant_time_eq(hash_secret(secret).as_bytes(), stored_hash.as_bytes())
+}
+
+fn hash_secret(secret: &str) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(secret.as_bytes()))
+}
+
+/// Whether an optional expiry (milliseconds, as stored text) has passed at `now_ms`.
+pub fn expired(expires_at: Option<String>, now_ms: u64) -> bool {
+    expires_at
+        .and_then(|t| t.parse::<u64>().ok())
+        .is_some_and(|at| at <= now_ms)
+}
+
 /// Constant-time equality of two byte strings (token hashes): no early exit on a mismatch.
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {

@@ -9,11 +9,10 @@
 //! secret is compared with its stored SHA-256 in constant time and never kept.
 
 use serde::Serialize;
-use sha2::Digest as _;
 
 use super::permissions::{builtin_role, Permission, Permissions, Resource, Rule, BUILTIN_ROLES};
 use super::store::valid_user_name;
-use super::{constant_time_eq, Principal};
+use super::{expired, mint_secret, secret_matches, split_secret, MintedSecret, Principal};
 use crate::error::RegistryError;
 use crate::ports::{Random, Row, Sql, SqlError, Statement};
 
@@ -100,10 +99,6 @@ impl Context<'_> {
         .bind(detail)
         .bind(self.actor.source.as_str())
     }
-}
-
-fn hash_secret(secret: &str) -> String {
-    hex::encode(sha2::Sha256::digest(secret.as_bytes()))
 }
 
 fn check_name(kind: &str, name: &str) -> Result<(), OrgError> {
@@ -790,17 +785,6 @@ pub struct RobotSecret {
     pub expires_at_ms: Option<u64>,
 }
 
-fn new_secret(ctx: &Context<'_>) -> (String, String, String) {
-    let mut id = [0u8; 8];
-    let mut secret = [0u8; 32];
-    ctx.random.fill(&mut id);
-    ctx.random.fill(&mut secret);
-    let (id, secret) = (hex::encode(id), hex::encode(secret));
-    let hash = hash_secret(&secret);
-    let text = format!("orr_{id}_{secret}");
-    (id, hash, text)
-}
-
 fn expiry(ctx: &Context<'_>, days: Option<u64>) -> Option<u64> {
     days.map(|d| {
         ctx.now_ms
@@ -862,7 +846,11 @@ pub async fn create_robot(
     let name = robot_short_name(org, name);
     check_name("robot", name)?;
     ensure_org(ctx.sql, org).await?;
-    let (id, hash, secret) = new_secret(ctx);
+    let MintedSecret {
+        id,
+        hash,
+        text: secret,
+    } = mint_secret(ctx.random, "orr_");
     let expires = expiry(ctx, expires_in_days);
     let full = format!("{org}+{name}");
     let result = ctx
@@ -903,7 +891,11 @@ pub async fn rotate_robot(
 ) -> Result<RobotSecret, OrgError> {
     ensure_robot(ctx.sql, org, name).await?;
     let name = robot_short_name(org, name);
-    let (id, hash, secret) = new_secret(ctx);
+    let MintedSecret {
+        id,
+        hash,
+        text: secret,
+    } = mint_secret(ctx.random, "orr_");
     let expires = expiry(ctx, expires_in_days);
     let full = format!("{org}+{name}");
     let results = ctx
@@ -965,16 +957,9 @@ pub async fn authenticate_robot(
     let Some((org, name)) = user.split_once('+') else {
         return Ok(None);
     };
-    let Some((id, secret)) = password
-        .strip_prefix("orr_")
-        .and_then(|rest| rest.split_once('_'))
-    else {
+    let Some((id, secret)) = split_secret("orr_", password) else {
         return Ok(None);
     };
-    let id_ok = id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit());
-    if !id_ok || secret.len() > 128 {
-        return Ok(None);
-    }
     let rows = sql
         .query(
             Statement::new(
@@ -986,12 +971,9 @@ pub async fn authenticate_robot(
     let Some(row) = rows.first() else {
         return Ok(None);
     };
-    let matches = constant_time_eq(hash_secret(secret).as_bytes(), row.text(2)?.as_bytes());
-    let expired = row
-        .opt_text(3)?
-        .and_then(|t| t.parse::<u64>().ok())
-        .is_some_and(|at| at <= now_ms);
-    if !matches || expired || row.text(0)? != org || row.text(1)? != name {
+    let matches = secret_matches(secret, &row.text(2)?);
+    if !matches || expired(row.opt_text(3)?, now_ms) || row.text(0)? != org || row.text(1)? != name
+    {
         return Ok(None);
     }
     Ok(Some(Principal::robot(user)))

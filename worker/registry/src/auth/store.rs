@@ -4,9 +4,7 @@
 //! An access token reads `orp_<id>_<secret>`: the id finds the row, the secret is checked against
 //! its stored SHA-256 in constant time. The secret itself is never stored or logged.
 
-use sha2::Digest as _;
-
-use super::{constant_time_eq, Principal, ScopePattern};
+use super::{expired, mint_secret, secret_matches, split_secret, Principal, ScopePattern};
 use crate::error::RegistryError;
 use crate::ports::{Random, Sql, SqlError, Statement};
 
@@ -51,10 +49,6 @@ pub fn valid_user_name(name: &str) -> bool {
                     .bytes()
                     .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
         })
-}
-
-fn hash_secret(secret: &str) -> String {
-    hex::encode(sha2::Sha256::digest(secret.as_bytes()))
 }
 
 pub async fn create_user(
@@ -106,11 +100,7 @@ pub async fn create_token(
     expires_at_ms: Option<u64>,
     now_ms: u64,
 ) -> Result<(String, String), StoreError> {
-    let mut id = [0u8; 8];
-    let mut secret = [0u8; 32];
-    random.fill(&mut id);
-    random.fill(&mut secret);
-    let (id, secret) = (hex::encode(id), hex::encode(secret));
+    let minted = mint_secret(random, "orp_");
     let scopes_json = serde_json::to_string(scopes).unwrap_or_else(|_| "[]".into());
     let rows = sql
         .query(
@@ -119,10 +109,10 @@ pub async fn create_token(
                  SELECT CAST($1 AS TEXT), name, CAST($3 AS TEXT), CAST($4 AS TEXT), CAST($5 AS TEXT), \
                  CAST($6 AS BIGINT), CAST($7 AS BIGINT) FROM users WHERE name = $2 RETURNING id",
             )
-            .bind(id.as_str())
+            .bind(minted.id.as_str())
             .bind(user)
             .bind(name)
-            .bind(hash_secret(&secret))
+            .bind(minted.hash)
             .bind(scopes_json)
             .bind(now_ms)
             .bind(expires_at_ms),
@@ -131,7 +121,7 @@ pub async fn create_token(
     if rows.is_empty() {
         return Err(StoreError::NoSuchUser(user.to_owned()));
     }
-    Ok((id.clone(), format!("orp_{id}_{secret}")))
+    Ok((minted.id, minted.text))
 }
 
 pub async fn list_tokens(sql: &dyn Sql, user: &str) -> Result<Vec<TokenInfo>, StoreError> {
@@ -193,16 +183,9 @@ pub async fn authenticate(
     if user.contains('+') {
         return super::orgs::authenticate_robot(sql, user, password, now_ms).await;
     }
-    let Some(rest) = password.strip_prefix("orp_") else {
+    let Some((id, secret)) = split_secret("orp_", password) else {
         return Ok(None);
     };
-    let Some((id, secret)) = rest.split_once('_') else {
-        return Ok(None);
-    };
-    let id_ok = id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit());
-    if !id_ok || secret.len() > 128 {
-        return Ok(None);
-    }
     let rows = sql
         .query(
             Statement::new(
@@ -217,13 +200,9 @@ pub async fn authenticate(
     };
     let owner = row.text(0)?;
     let stored = row.text(1)?;
-    let matches = constant_time_eq(hash_secret(secret).as_bytes(), stored.as_bytes());
-    let expired = row
-        .opt_text(3)?
-        .and_then(|t| t.parse::<u64>().ok())
-        .is_some_and(|at| at <= now_ms);
+    let matches = secret_matches(secret, &stored);
     let revoked = row.opt_text(4)?.is_some();
-    if !matches || expired || revoked || owner != user {
+    if !matches || expired(row.opt_text(3)?, now_ms) || revoked || owner != user {
         return Ok(None);
     }
     let limits: Vec<ScopePattern> = serde_json::from_str(&row.text(2)?).unwrap_or_default();
@@ -254,11 +233,7 @@ pub async fn principal_for_token(
     let Some(row) = rows.first() else {
         return Ok(None);
     };
-    let expired = row
-        .opt_text(2)?
-        .and_then(|t| t.parse::<u64>().ok())
-        .is_some_and(|at| at <= now_ms);
-    if expired || row.opt_text(3)?.is_some() {
+    if expired(row.opt_text(2)?, now_ms) || row.opt_text(3)?.is_some() {
         return Ok(None);
     }
     let limits: Vec<ScopePattern> = serde_json::from_str(&row.text(1)?).unwrap_or_default();
