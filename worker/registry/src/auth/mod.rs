@@ -313,12 +313,8 @@ pub fn split_secret<'t>(prefix: &str, text: &'t str) -> Option<(&'t str, &'t str
     (id_ok && secret.len() <= 128).then_some((id, secret))
 }
 
-/// Whether `secret` is the one whose SHA-256 is `stored_hash` (compared in constant time).
-pub fn secret_matches(secret: &str, stored_hash: &str) -> bool {
-    constant_time_eq(hash_secret(secret).as_bytes(), stored_hash.as_bytes())
-}
-
-fn hash_secret(secret: &str) -> String {
+/// The SHA-256 a secret is stored as; compare with [`constant_time_eq`].
+pub(crate) fn hash_secret(secret: &str) -> String {
     use sha2::Digest as _;
     hex::encode(sha2::Sha256::digest(secret.as_bytes()))
 }

@@ -12,7 +12,9 @@ use serde::Serialize;
 
 use super::permissions::{builtin_role, Permission, Permissions, Resource, Rule, BUILTIN_ROLES};
 use super::store::valid_user_name;
-use super::{expired, mint_secret, secret_matches, split_secret, MintedSecret, Principal};
+use super::{
+    constant_time_eq, expired, hash_secret, mint_secret, split_secret, MintedSecret, Principal,
+};
 use crate::error::RegistryError;
 use crate::ports::{Random, Row, Sql, SqlError, Statement};
 
@@ -971,7 +973,7 @@ pub async fn authenticate_robot(
     let Some(row) = rows.first() else {
         return Ok(None);
     };
-    let matches = secret_matches(secret, &row.text(2)?);
+    let matches = constant_time_eq(hash_secret(secret).as_bytes(), row.text(2)?.as_bytes());
     if !matches || expired(row.opt_text(3)?, now_ms) || row.text(0)? != org || row.text(1)? != name
     {
         return Ok(None);

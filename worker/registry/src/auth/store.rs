@@ -4,7 +4,9 @@
 //! An access token reads `orp_<id>_<secret>`: the id finds the row, the secret is checked against
 //! its stored SHA-256 in constant time. The secret itself is never stored or logged.
 
-use super::{expired, mint_secret, secret_matches, split_secret, Principal, ScopePattern};
+use super::{
+    constant_time_eq, expired, hash_secret, mint_secret, split_secret, Principal, ScopePattern,
+};
 use crate::error::RegistryError;
 use crate::ports::{Random, Sql, SqlError, Statement};
 
@@ -200,7 +202,7 @@ pub async fn authenticate(
     };
     let owner = row.text(0)?;
     let stored = row.text(1)?;
-    let matches = secret_matches(secret, &stored);
+    let matches = constant_time_eq(hash_secret(secret).as_bytes(), stored.as_bytes());
     let revoked = row.opt_text(4)?.is_some();
     if !matches || expired(row.opt_text(3)?, now_ms) || revoked || owner != user {
         return Ok(None);
