@@ -12,16 +12,19 @@ Environment:
                     registry gets its own fresh database, dropped at the end
   E2E_STORAGE       unset (default: the registry's local blob storage) | skynet: blobs on the Skynet
                     portal stand-in (tests/skynet-portal), one per session, which requires the API
-                    key; every registry gets OPENREGISTRY_SKYNET_PORTAL and OPENREGISTRY_SKYNET_API_KEY.
-                    Composes with E2E_METADATA=neon.
+                    key; every registry gets OPENREGISTRY_SKYNET_PORTAL and OPENREGISTRY_SKYNET_API_KEY
+                    | s3: blobs on a real S3 server (moto's, s3_server.py), one per session, a bucket
+                    per registry (OPENREGISTRY_S3_*). Composes with E2E_METADATA=neon.
   E2E_HOST          unset or native (default: the native binary) | cloudflare: the Cloudflare Worker
                     in workerd (tests/cloudflare/mf-serve.mjs, built by scripts/build-worker; set
-                    E2E_BUILD_WORKER=1 to build it first). Implies E2E_METADATA=neon and
-                    E2E_STORAGE=skynet; each database is migrated with `openregistry migrate`;
-                    tests marked native_only are skipped.
+                    E2E_BUILD_WORKER=1 to build it first). Implies E2E_METADATA=neon and blobs in
+                    the Worker's R2 binding (Miniflare's R2; E2E_STORAGE=r2, no storage server);
+                    each database is migrated with `openregistry migrate`; tests marked native_only
+                    are skipped.
                     | spin: the Spin component (worker/spin, built by scripts/build-spin) in the
                     Spin-compatible test host (tests/spin-host, scripts/spin-host-deps) from
-                    spin.toml; E2E_BUILD_SPIN=1 builds both first. Same implications as cloudflare.
+                    spin.toml; E2E_BUILD_SPIN=1 builds both first. Implies E2E_METADATA=neon and
+                    E2E_STORAGE=s3 (the edge over outbound HTTP to S3).
 """
 
 from __future__ import annotations
@@ -42,6 +45,8 @@ import registry_server
 from neon_gateway import ALL_GATEWAYS, GatewayStartError, NeonGateway, install_deps
 from ocihttp import OciClient
 from registry_server import KIND, RegistryServer
+from s3_server import ALL_SERVERS as ALL_S3_SERVERS
+from s3_server import S3Server, S3StartError
 from skynet_portal import ALL_PORTALS, PortalStartError, SkynetPortal
 from skynet_portal import install_deps as install_portal_deps
 
@@ -50,11 +55,14 @@ METADATA = os.environ.get("E2E_METADATA", "").strip().lower()
 if METADATA not in ("", "neon"):
     raise pytest.UsageError(f"E2E_METADATA must be unset or 'neon', not {METADATA!r}")
 STORAGE = os.environ.get("E2E_STORAGE", "").strip().lower()
-if STORAGE not in ("", "skynet"):
-    raise pytest.UsageError(f"E2E_STORAGE must be unset or 'skynet', not {STORAGE!r}")
-if cloudflare_host.EDGE:
-    # The edge hosts have no embedded stores: metadata and blobs are always behind the stand-ins.
-    METADATA, STORAGE = "neon", "skynet"
+if STORAGE not in ("", "skynet", "s3"):
+    raise pytest.UsageError(f"E2E_STORAGE must be unset, 'skynet' or 's3', not {STORAGE!r}")
+if cloudflare_host.CLOUDFLARE:
+    # Metadata behind the Neon stand-in; blobs in the Worker's own R2 binding.
+    METADATA, STORAGE = "neon", "r2"
+elif cloudflare_host.SPIN:
+    # Spin has no stores of its own: metadata behind the Neon stand-in, blobs on S3.
+    METADATA, STORAGE = "neon", "s3"
 # The stand-ins' plumbing tests exist only in their mode (the default run stays as it was).
 collect_ignore = ([] if METADATA == "neon" else ["test_neon_gateway_fixture.py"]) \
     + ([] if STORAGE == "skynet" else ["test_skynet_portal_fixture.py"])
@@ -77,7 +85,8 @@ def pytest_configure(config):
 def pytest_report_header(config):
     target = registry_server.openregistry_bin() if KIND == "openregistry" else registry_server.distribution_bin()
     metadata = "; metadata: Neon SQL over HTTP (tests/neon-gateway)" if METADATA == "neon" else ""
-    storage = "; blobs: Skynet portal stand-in (tests/skynet-portal)" if STORAGE == "skynet" else ""
+    storage = {"skynet": "; blobs: Skynet portal stand-in (tests/skynet-portal)",
+               "s3": "; blobs: S3 (moto server)", "r2": "; blobs: R2 binding (Miniflare)"}.get(STORAGE, "")
     if cloudflare_host.CLOUDFLARE:
         target = f"Cloudflare Worker in workerd via {cloudflare_host.HARNESS.relative_to(cloudflare_host.REPO_ROOT)}"
     if cloudflare_host.SPIN:
@@ -195,9 +204,23 @@ def neon_gateway(neon_backend):
     gateway.set_delay(0)
 
 
+def _start_s3(tmp_root) -> S3Server:
+    try:
+        return S3Server(tmp_root / "s3-server.log").start()
+    except S3StartError as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
 @pytest.fixture(scope="session")
-def skynet_backend(tmp_root):
-    """None by default; under E2E_STORAGE=skynet, the session's portal (data in the session tmp dir)."""
+def storage_backend(tmp_root):
+    """The session's blob storage server: None by default (and under E2E_HOST=cloudflare: R2),
+    the Skynet portal under E2E_STORAGE=skynet (data in the session tmp dir), the S3 server under
+    E2E_STORAGE=s3. Each has .registry_env() (what a registry gets to use it), .running(), .start()."""
+    if STORAGE == "s3":
+        server = _start_s3(tmp_root)
+        yield server
+        server.stop()
+        return
     if STORAGE != "skynet":
         yield None
         return
@@ -211,17 +234,36 @@ def skynet_backend(tmp_root):
     portal.stop()
 
 
+@pytest.fixture(scope="session")
+def shared_storage(tmp_root, storage_backend):
+    """Storage two registry processes can share (the session's server; an S3 server started for
+    it where the registries would otherwise keep blobs of their own: files, R2)."""
+    if storage_backend is not None:
+        yield storage_backend
+        return
+    server = _start_s3(tmp_root)
+    yield server
+    server.stop()
+
+
 @pytest.fixture
-def skynet_portal(skynet_backend):
+def s3_server(storage_backend):
+    """The session's S3 server (None unless E2E_STORAGE=s3): .client() (boto3), .objects(bucket),
+    .multipart_uploads(bucket); a registry's bucket is its env["OPENREGISTRY_S3_BUCKET"]."""
+    yield storage_backend if isinstance(storage_backend, S3Server) else None
+
+
+@pytest.fixture
+def skynet_portal(storage_backend):
     """The session's portal (None unless E2E_STORAGE=skynet): .url, .stats(), .reset_stats(),
     .faults(**kw), .stop(), .start(). A test may inject faults or stop it; it is started again
     with no faults afterwards."""
-    if skynet_backend is None:
+    if not isinstance(storage_backend, SkynetPortal):
         yield None
         return
-    yield skynet_backend
-    skynet_backend.start()
-    skynet_backend.faults()
+    yield storage_backend
+    storage_backend.start()
+    storage_backend.faults()
 
 
 def _start(workdir: Path, name: str, neon: "NeonBackend | None",
@@ -260,12 +302,12 @@ def _prepare_worker() -> None:
 
 
 @pytest.fixture(scope="session")
-def registry(tmp_root, neon_backend, skynet_backend):
+def registry(tmp_root, neon_backend, storage_backend):
     """The registry shared by most tests (one process for the session)."""
     # On the Worker: a plan whose body limit is 500 MB (Enterprise), so the suite's single-PATCH
     # layers of 200 MiB are within it (Free/Pro's 100 MB default is tested in test_worker_config).
     extra = {"OPENREGISTRY_CHUNK_MAX_LENGTH": "500000000"} if cloudflare_host.CLOUDFLARE else None
-    server = _start(tmp_root / "shared-registry", "shared", neon_backend, extra, skynet=skynet_backend)
+    server = _start(tmp_root / "shared-registry", "shared", neon_backend, extra, skynet=storage_backend)
     yield server
     rc = server.stop()
     # A graceful SIGTERM shutdown is part of the contract.
@@ -274,14 +316,14 @@ def registry(tmp_root, neon_backend, skynet_backend):
 
 
 @pytest.fixture
-def registry_factory(work_dir, neon_backend, skynet_backend):
+def registry_factory(work_dir, neon_backend, storage_backend):
     """Start dedicated registries (own data dir, and own database under E2E_METADATA=neon) for
     tests that need isolation or crash them. Under E2E_STORAGE=skynet they share the session's
     portal."""
     started: list[RegistryServer] = []
 
     def make(name: str = "dedicated", env: "dict[str, str] | None" = None) -> RegistryServer:
-        server = _start(work_dir / f"{name}-{len(started)}", name, neon_backend, env, skynet_backend)
+        server = _start(work_dir / f"{name}-{len(started)}", name, neon_backend, env, storage_backend)
         started.append(server)
         return server
 
@@ -323,7 +365,7 @@ def repo(request):
 # ---------------------------------------------------------------------------
 
 def _logged_processes():
-    return [*registry_server.ALL_SERVERS, *ALL_GATEWAYS, *ALL_PORTALS]
+    return [*registry_server.ALL_SERVERS, *ALL_GATEWAYS, *ALL_PORTALS, *ALL_S3_SERVERS]
 
 
 def pytest_runtest_setup(item):
@@ -353,7 +395,7 @@ def pytest_runtest_makereport(item, call):
 # ---------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def module_registry_factory(tmp_root, neon_backend, skynet_backend, request):
+def module_registry_factory(tmp_root, neon_backend, storage_backend, request):
     """Like `registry_factory`, but each registry lives until the module's last test is done (for
     modules that set up users, tokens and repositories once and check many things against them).
     `make(name, env=None, server_class=RegistryServer)`; `server_class` may be a subclass that
@@ -367,10 +409,10 @@ def module_registry_factory(tmp_root, neon_backend, skynet_backend, request):
         try:
             if neon_backend is not None and not neon_backend.gateway.running():
                 neon_backend.gateway.start()
-            if skynet_backend is not None and not skynet_backend.running():
-                skynet_backend.start()
+            if storage_backend is not None and not storage_backend.running():
+                storage_backend.start()
             full_env = neon_backend.registry_env(name) if neon_backend is not None else {}
-            full_env.update(skynet_backend.registry_env() if skynet_backend is not None else {})
+            full_env.update(storage_backend.registry_env() if storage_backend is not None else {})
             full_env.update(env or {})
             if cloudflare_host.EDGE:
                 _prepare_worker()

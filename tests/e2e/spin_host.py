@@ -3,7 +3,7 @@
 ``scripts/spin-host-deps``) from the repository's own ``spin.toml``.
 
 Like the Worker, the component has no embedded stores, so this mode implies ``E2E_METADATA=neon``
-and ``E2E_STORAGE=skynet``. Settings reach it the way ``spin up`` passes them: every
+and ``E2E_STORAGE=s3``. Settings reach it the way ``spin up`` passes them: every
 ``OPENREGISTRY_X`` of the registry's environment becomes the application variable
 ``openregistry_x`` through ``SPIN_VARIABLE_OPENREGISTRY_X``; the outbound allow-list in
 ``spin.toml`` is filled from the same variables (the gateway's origin is
@@ -47,6 +47,11 @@ def variables(env: dict[str, str]) -> dict[str, str]:
     if endpoint and "OPENREGISTRY_DATABASE_ORIGIN" not in settings:
         parts = urlsplit(endpoint)
         settings["OPENREGISTRY_DATABASE_ORIGIN"] = f"{parts.scheme}://{parts.netloc}"
+    blobs = settings.get("OPENREGISTRY_S3_ENDPOINT") or settings.get("OPENREGISTRY_SKYNET_PORTAL")
+    if blobs and "OPENREGISTRY_BLOB_ORIGIN" not in settings:
+        # Path-style S3 and Skynet: the allow-list entry is the endpoint's origin.
+        parts = urlsplit(blobs)
+        settings["OPENREGISTRY_BLOB_ORIGIN"] = f"{parts.scheme}://{parts.netloc}"
     if settings.get("OPENREGISTRY_AUTH", "").lower() not in ("true", "1", "yes", "on"):
         # As the Worker harness does: a test registry on loopback is deliberately open.
         settings.setdefault("OPENREGISTRY_OPEN", "true")

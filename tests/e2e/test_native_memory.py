@@ -25,10 +25,12 @@ pytestmark = [
     pytest.mark.skipif(EDGE, reason="measures the native server (test_worker_memory.py measures workerd)"),
 ]
 
-LAYER = 400 * MIB
+# E2E_MEMORY_LAYER_MIB=1024 for the 1 GiB measurement of the README's figures (CI pushes 400 MiB).
+LAYER = int(os.environ.get("E2E_MEMORY_LAYER_MIB", "400")) * MIB
 # Growth over the idle resident set allowed: buffers, allocator slack, SQLite's page cache; and,
-# with Skynet, one 40 MiB piece and the tail it is assembled from.
-BOUND_MIB = {"": 48, "skynet": 128}
+# with Skynet, one 40 MiB piece and the tail it is assembled from; with S3 one 8 MiB part and its
+# tail.
+BOUND_MIB = {"": 48, "skynet": 128, "s3": 64}
 
 
 def rss_kib(pid: int) -> int:

@@ -48,7 +48,7 @@ def stop(proc, log):
 
 
 def test_a_missing_required_variable_stops_the_host_as_spin_up_does(work_dir):
-    # spin.toml marks the database URL and the portal `required`: Spin refuses to start without them.
+    # spin.toml marks the database URL and the blob origin `required`: Spin refuses to start without them.
     clean = {k: v for k, v in os.environ.items()
              if not k.startswith(("OPENREGISTRY_", "SPIN_VARIABLE_"))}
     env = spin_host.variables({**clean, "OPENREGISTRY_SKYNET_PORTAL": "http://127.0.0.1:9"})

@@ -63,11 +63,14 @@ class Pair:
 
 
 @pytest.fixture(scope="module")
-def pair(tmp_path_factory, neon_backend, skynet_backend):
+def pair(tmp_path_factory, neon_backend, shared_storage):
     root = tmp_path_factory.mktemp("upload-origin")
     key = SigningKey.generate()
     remember(key.paserk_secret, key.paserk_secret[len("k4.secret."):])
-    env = {**neon_backend.registry_env("upload-origin"), **skynet_backend.registry_env(),
+    # The native origin and the Workers share one bucket (S3 over fetch() on the Workers: their R2
+    # binding, which the native origin cannot reach, is left unbound with E2E_R2=off).
+    env = {**neon_backend.registry_env("upload-origin"), **shared_storage.registry_env(),
+           "E2E_R2": "off",
            "OPENREGISTRY_AUTH": "true", "OPENREGISTRY_TOKEN_KEY": key.paserk_secret}
     cloudflare_host.migrate(env)
     origin = NativeAuthRegistry(root / "origin", name="origin", env=env).start()

@@ -6,8 +6,8 @@
 //! at a time, to a stateless handler. So the store:
 //! - cuts the incoming stream into 40 MiB pieces (the core's part planner decides where), each uploaded as one TUS *partial* upload
 //!   (`Upload-Concat: partial`), retried from the portal's `Upload-Offset` after a failure;
-//! - keeps the unaligned rest (the *tail*) in `Kv` as write-once segments no larger than the
-//!   host's value limit, listed in the upload handle; the next request continues from them;
+//! - keeps the unaligned rest (the *tail*) in `Kv` ([`crate::tail`]), listed in the upload
+//!   handle; the next request continues from them;
 //! - at the end uploads the tail as the last partial and concatenates all partials into **one
 //!   skylink** (`Upload-Concat: final;...`), or, for a blob smaller than one piece, posts it as one
 //!   skyfile.
@@ -23,7 +23,6 @@ use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use http::{header, HeaderMap, Method, Request, StatusCode};
 use serde::{Deserialize, Serialize};
-use sha2::Digest as _;
 
 use openregistry::body::{Body, ByteStream};
 use openregistry::digest::Digest;
@@ -32,6 +31,8 @@ use openregistry::ports::{
     BlobStore, ChunkLimits, HttpClient, Kv, StoreError, Timeout, Unavailable,
 };
 use openregistry::range::ByteRange;
+
+use crate::tail::{tail_len, Segment, Tails};
 
 /// Every TUS PATCH but an upload's last must be a multiple of this (skyd's erasure-coded chunk).
 pub const TUS_ALIGN: u64 = 41_943_040;
@@ -67,7 +68,7 @@ impl SkynetConfig {
 #[derive(Clone)]
 pub struct SkynetStore {
     http: Arc<dyn HttpClient>,
-    kv: Arc<dyn Kv>,
+    tails: Tails,
     config: SkynetConfig,
 }
 
@@ -79,14 +80,6 @@ struct Handle {
     parts: Vec<String>,
     /// The unaligned tail, in `Kv`, in order.
     segments: Vec<Segment>,
-    /// Counter for fresh segment keys (keys are written once, never overwritten).
-    next_segment: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct Segment {
-    key: String,
-    len: u64,
 }
 
 impl Handle {
@@ -99,7 +92,7 @@ impl Handle {
     }
 
     fn tail_len(&self) -> u64 {
-        self.segments.iter().map(|s| s.len).sum()
+        tail_len(&self.segments)
     }
 
     fn stored(&self) -> u64 {
@@ -145,7 +138,11 @@ fn skylink_from_head(headers: &HeaderMap) -> Option<String> {
 
 impl SkynetStore {
     pub fn new(http: Arc<dyn HttpClient>, kv: Arc<dyn Kv>, config: SkynetConfig) -> Self {
-        Self { http, kv, config }
+        Self {
+            http,
+            tails: Tails::new(kv, "skynet-tail", config.tail_ttl),
+            config,
+        }
     }
 
     fn request(&self, method: Method, url: &str) -> http::request::Builder {
@@ -316,89 +313,6 @@ impl SkynetStore {
             ))
         }
     }
-
-    /// Reads the whole tail back from `Kv`, in order.
-    async fn load_tail(&self, handle: &Handle) -> Result<Bytes, StoreError> {
-        let mut tail = BytesMut::with_capacity(usize::try_from(handle.tail_len()).unwrap_or(0));
-        for segment in &handle.segments {
-            tail.extend_from_slice(&self.segment(segment).await?);
-        }
-        Ok(tail.freeze())
-    }
-
-    /// Puts the stored tail in front of `fresh` (which has room for it), making one whole piece.
-    async fn complete_piece(
-        &self,
-        handle: &Handle,
-        mut fresh: BytesMut,
-    ) -> Result<Bytes, StoreError> {
-        let tail = usize::try_from(handle.tail_len()).unwrap_or(usize::MAX);
-        if tail == 0 {
-            return Ok(fresh.freeze());
-        }
-        let fresh_len = fresh.len();
-        fresh.resize(fresh_len + tail, 0);
-        fresh.copy_within(0..fresh_len, tail);
-        let mut at = 0;
-        for segment in &handle.segments {
-            let value = self.segment(segment).await?;
-            let place = fresh.get_mut(at..at + value.len()).ok_or_else(|| {
-                StoreError::Unavailable(Unavailable::new(
-                    "kv",
-                    format!("upload data {} is longer than listed", segment.key),
-                ))
-            })?;
-            place.copy_from_slice(&value);
-            at += value.len();
-        }
-        Ok(fresh.freeze())
-    }
-
-    /// One tail segment, checked.
-    async fn segment(&self, segment: &Segment) -> Result<Bytes, StoreError> {
-        let value = self.kv.get(&segment.key).await?.ok_or_else(|| {
-            // Written once by an earlier request: not visible yet (eventual consistency) or expired.
-            StoreError::Unavailable(Unavailable::new(
-                "kv",
-                format!("upload data {} is not readable (yet)", segment.key),
-            ))
-        })?;
-        if value.len() as u64 != segment.len {
-            return Err(StoreError::Unavailable(Unavailable::new(
-                "kv",
-                format!("upload data {} has the wrong length", segment.key),
-            )));
-        }
-        Ok(value)
-    }
-
-    /// Stores `bytes` as new tail segments of at most the `Kv`'s value size.
-    async fn save_tail(&self, handle: &mut Handle, bytes: Bytes) -> Result<(), StoreError> {
-        let max = self.kv.max_value_len().max(1);
-        let mut rest = bytes;
-        while !rest.is_empty() {
-            let piece = rest.split_to(rest.len().min(max));
-            // Keys name their content (offset + SHA-256): a client that rewinds and re-sends other
-            // bytes writes other keys, so a key never holds two different values.
-            let offset = handle.stored();
-            let fingerprint =
-                hex::encode(sha2::Sha256::digest(&piece).get(..16).unwrap_or_default());
-            let key = format!("skynet-tail/{}/{offset}-{fingerprint}", handle.id);
-            handle.next_segment += 1;
-            let len = piece.len() as u64;
-            self.kv.put(&key, piece, Some(self.config.tail_ttl)).await?;
-            handle.segments.push(Segment { key, len });
-        }
-        Ok(())
-    }
-
-    async fn forget_tail(&self, handle: &Handle) {
-        for segment in &handle.segments {
-            if let Err(e) = self.kv.delete(&segment.key).await {
-                tracing::debug!(error = %e, key = segment.key, "tail segment left to expire");
-            }
-        }
-    }
 }
 
 fn filename_for(digest: &Digest) -> String {
@@ -446,7 +360,8 @@ impl BlobStore for SkynetStore {
                 piece.extend_from_slice(&chunk.split_to(len));
                 if let Cut::CompletesPart { .. } = cut {
                     let complete = self
-                        .complete_piece(&handle, std::mem::take(&mut piece))
+                        .tails
+                        .complete_part(&handle.segments, std::mem::take(&mut piece))
                         .await?;
                     let url = self.upload_piece(complete).await?;
                     handle.parts.push(url);
@@ -454,7 +369,10 @@ impl BlobStore for SkynetStore {
                 }
             }
         }
-        self.save_tail(&mut handle, piece.freeze()).await?;
+        let stored = handle.stored();
+        self.tails
+            .save(&handle.id, &mut handle.segments, stored, piece.freeze())
+            .await?;
         Ok(handle.encode())
     }
 
@@ -471,7 +389,7 @@ impl BlobStore for SkynetStore {
                 handle.stored()
             )));
         }
-        let tail = self.load_tail(&handle).await?;
+        let tail = self.tails.load(&handle.segments).await?;
         let filename = filename_for(digest);
         let skylink = if handle.parts.is_empty() {
             self.upload_skyfile(tail, &filename).await?
@@ -482,13 +400,13 @@ impl BlobStore for SkynetStore {
             }
             self.concatenate(&handle.parts, &filename).await?
         };
-        self.forget_tail(&handle).await;
+        self.tails.forget(&handle.segments).await;
         Ok(skylink)
     }
 
     async fn abort_upload(&self, handle: &str) -> Result<(), StoreError> {
         // Finished partial uploads are pruned by the portal after 24 hours.
-        self.forget_tail(&Handle::parse(handle)?).await;
+        self.tails.forget(&Handle::parse(handle)?.segments).await;
         Ok(())
     }
 
@@ -578,7 +496,6 @@ mod tests {
                 key: "k".into(),
                 len: 5,
             }],
-            next_segment: 1,
         };
         assert_eq!(handle.stored(), 2 * TUS_ALIGN + 5);
         assert_eq!(Handle::parse(&handle.encode()).expect("round trip"), handle);

@@ -2,8 +2,10 @@
 //! settings table and reader ([`settings`]), and one builder ([`build`]) over the host's ports.
 //!
 //! The builder picks the backends the settings name — Postgres over Neon's HTTP protocol for
-//! metadata, a Skynet portal for blobs — and otherwise takes the embedded ones a host supplies
-//! (natively SQLite and files; the edge has none, and its settings require the remote ones).
+//! metadata, S3-compatible storage or a Skynet portal for blobs — and otherwise takes the ones a
+//! host supplies itself (natively SQLite and files; on Workers the R2 binding, which a host
+//! supplies only when bound and which then wins over the settings' stores; Spin has none, and its
+//! settings require remote ones).
 
 pub mod settings;
 
@@ -13,7 +15,7 @@ use openregistry::auth::{AuthSettings, Signer};
 use openregistry::body::Body;
 use openregistry::ports::{BlobStore, Clock, HttpClient, Kv, Ports, Random, Sql, Unavailable};
 use openregistry::{Config, Registry, RegistryError};
-use openregistry_backends::{NeonConfig, NeonSql, SkynetConfig, SkynetStore};
+use openregistry_backends::{NeonConfig, NeonSql, S3Config, S3Store, SkynetConfig, SkynetStore};
 
 pub use settings::{Host, Setting, SettingSource, Settings, SETTINGS};
 
@@ -30,6 +32,8 @@ pub struct HostPorts {
 #[derive(Default)]
 pub struct Embedded {
     pub sql: Option<Arc<dyn Sql>>,
+    /// The host's own blob store, used whenever given: natively the files (given only when the
+    /// settings name no remote store), on Workers the R2 binding (when bound).
     pub blobs: Option<Arc<dyn BlobStore>>,
     /// The token key when `OPENREGISTRY_TOKEN_KEY` is unset (natively: the data directory's).
     pub token_key: Option<Signer>,
@@ -56,16 +60,65 @@ impl Settings {
             .map(|c| format!("postgres over HTTP at {}", c.endpoint))
     }
 
-    /// The blob store the settings name (a Skynet portal), or `None` for the host's embedded one.
+    /// Whether the settings name a blob store of their own (S3 or Skynet).
+    pub fn remote_storage(&self) -> bool {
+        self.s3.is_some() || self.skynet.is_some()
+    }
+
+    /// The S3 store the settings name, if any (on Workers with an R2 binding, for presigned
+    /// redirects to the same bucket).
+    pub fn s3_store(
+        &self,
+        http: Arc<dyn HttpClient>,
+        kv: Arc<dyn Kv>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Option<S3Store>, String> {
+        let Some(s3) = &self.s3 else {
+            return Ok(None);
+        };
+        let config = S3Config {
+            endpoint: s3.endpoint.clone(),
+            bucket: s3.bucket.clone(),
+            region: s3.region.clone(),
+            access_key_id: s3.access_key_id.clone(),
+            secret_access_key: s3.secret_access_key.clone(),
+            path_style: s3.path_style,
+            presign: s3.presign,
+            timeout: std::time::Duration::from_secs(300),
+            tail_ttl: self.config().upload_session_ttl,
+        };
+        S3Store::new(http, kv, clock, config)
+            .map(Some)
+            .map_err(|e| format!("OPENREGISTRY_S3_ENDPOINT: {e}"))
+    }
+
+    /// The blob store the settings name (S3-compatible storage or a Skynet portal), or `None` for
+    /// the host's embedded one.
     pub fn remote_blobs(
         &self,
         http: Arc<dyn HttpClient>,
         kv: Arc<dyn Kv>,
-    ) -> Option<Arc<dyn BlobStore>> {
-        let skynet = self.skynet.as_ref()?;
+        clock: Arc<dyn Clock>,
+    ) -> Result<Option<Arc<dyn BlobStore>>, String> {
+        if let Some(s3) = self.s3_store(http.clone(), kv.clone(), clock)? {
+            return Ok(Some(Arc::new(s3)));
+        }
+        let Some(skynet) = self.skynet.as_ref() else {
+            return Ok(None);
+        };
         let mut config = SkynetConfig::new(&skynet.portal, skynet.api_key.clone());
         config.timeout = skynet.timeout;
-        Some(Arc::new(SkynetStore::new(http, kv, config)))
+        Ok(Some(Arc::new(SkynetStore::new(http, kv, config))))
+    }
+
+    /// Where blobs live, for logs.
+    pub fn describe_storage(&self) -> Option<String> {
+        if let Some(s3) = &self.s3 {
+            return Some(format!("S3 bucket {} at {}", s3.bucket, s3.endpoint));
+        }
+        self.skynet
+            .as_ref()
+            .map(|skynet| format!("Skynet portal {}", skynet.portal))
     }
 
     /// The core's settings.
@@ -119,11 +172,14 @@ pub fn build(
             .sql
             .ok_or("OPENREGISTRY_DATABASE_URL is not set and this host has no embedded database")?,
     };
-    let blobs = match settings.remote_blobs(ports.http.clone(), ports.kv.clone()) {
+    let blobs = match embedded.blobs {
         Some(blobs) => blobs,
-        None => embedded
-            .blobs
-            .ok_or("OPENREGISTRY_SKYNET_PORTAL is not set and this host has no embedded storage")?,
+        None => settings
+            .remote_blobs(ports.http.clone(), ports.kv.clone(), ports.clock.clone())?
+            .ok_or(
+                "neither OPENREGISTRY_S3_ENDPOINT nor OPENREGISTRY_SKYNET_PORTAL is set and this \
+                 host has no storage of its own",
+            )?,
     };
     let core_ports = Ports {
         kv: ports.kv,

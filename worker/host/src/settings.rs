@@ -114,7 +114,7 @@ pub const SETTINGS: &[Setting] = &[
         name: "OPENREGISTRY_SKYNET_PORTAL",
         hosts: ALL,
         secret: false,
-        default: "native: files under the data directory; edge: required",
+        default: "none: native keeps blobs in files under the data directory, Workers in the R2 binding `BLOBS`; Spin needs this or S3",
         meaning: "base URL of a Skynet portal for blob bytes",
     },
     Setting {
@@ -132,17 +132,66 @@ pub const SETTINGS: &[Setting] = &[
         meaning: "how long one portal request may take before the request answers 503",
     },
     Setting {
+        name: "OPENREGISTRY_S3_ENDPOINT",
+        hosts: ALL,
+        secret: false,
+        default: "none",
+        meaning: "base URL of S3-compatible object storage for blob bytes (AWS S3, R2's S3 API, renterd, Storj, Filebase, MinIO, Ceph, Garage), e.g. `https://s3.eu-central-1.amazonaws.com`; on Workers with an R2 binding it only signs redirects",
+    },
+    Setting {
+        name: "OPENREGISTRY_S3_BUCKET",
+        hosts: ALL,
+        secret: false,
+        default: "required with an endpoint",
+        meaning: "the bucket; blobs are the objects `blobs/<algorithm>/<hex>`",
+    },
+    Setting {
+        name: "OPENREGISTRY_S3_REGION",
+        hosts: ALL,
+        secret: false,
+        default: "`us-east-1`",
+        meaning: "the region requests are signed for (R2: `auto`)",
+    },
+    Setting {
+        name: "OPENREGISTRY_S3_ACCESS_KEY_ID",
+        hosts: ALL,
+        secret: true,
+        default: "required with an endpoint",
+        meaning: "the access key requests are signed with (AWS Signature V4)",
+    },
+    Setting {
+        name: "OPENREGISTRY_S3_SECRET_ACCESS_KEY",
+        hosts: ALL,
+        secret: true,
+        default: "required with an endpoint",
+        meaning: "the access key's secret",
+    },
+    Setting {
+        name: "OPENREGISTRY_S3_PATH_STYLE",
+        hosts: ALL,
+        secret: false,
+        default: "`false`",
+        meaning: "address the bucket as `<endpoint>/<bucket>/` instead of `<bucket>.<endpoint host>` (needed for IP addresses and most self-hosted servers)",
+    },
+    Setting {
+        name: "OPENREGISTRY_S3_PRESIGN_SECONDS",
+        hosts: ALL,
+        secret: false,
+        default: "`300`",
+        meaning: "how long the presigned download URL of a blob redirect stays valid (1 to 604800)",
+    },
+    Setting {
         name: "OPENREGISTRY_BLOB_REDIRECT",
         hosts: ALL,
         secret: false,
         default: "`false`",
-        meaning: "answer blob GETs with a redirect to the storage's URL instead of streaming through",
+        meaning: "answer blob GETs with a redirect to the storage's URL instead of streaming through (S3: a presigned URL, so private blobs redirect too)",
     },
     Setting {
         name: "OPENREGISTRY_CHUNK_MIN_LENGTH",
         hosts: ALL,
         secret: false,
-        default: "the store's (Skynet: 41943040)",
+        default: "the store's (Skynet: 41943040, S3: 8388608)",
         meaning: "advertised `OCI-Chunk-Min-Length`",
     },
     Setting {
@@ -300,6 +349,31 @@ pub struct SkynetSettings {
     pub timeout: Duration,
 }
 
+/// Where blob bytes live when on S3-compatible object storage.
+#[derive(Clone, PartialEq, Eq)]
+pub struct S3Settings {
+    pub endpoint: String,
+    pub bucket: String,
+    pub region: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub path_style: bool,
+    pub presign: Duration,
+}
+
+/// Never prints the keys.
+impl std::fmt::Debug for S3Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Settings")
+            .field("endpoint", &self.endpoint)
+            .field("bucket", &self.bucket)
+            .field("region", &self.region)
+            .field("path_style", &self.path_style)
+            .field("presign", &self.presign)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Authentication settings (`OPENREGISTRY_AUTH=true`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthConfig {
@@ -321,8 +395,10 @@ pub struct Settings {
     pub data_dir: String,
     /// `None`: the embedded SQLite (native only).
     pub database: Option<DatabaseSettings>,
-    /// `None`: files under the data directory (native only).
+    /// Blobs on a Skynet portal.
     pub skynet: Option<SkynetSettings>,
+    /// Blobs on S3-compatible storage (on Workers with an R2 binding: redirects only).
+    pub s3: Option<S3Settings>,
     pub blob_redirect: bool,
     /// Where uploads are sent (`OPENREGISTRY_UPLOAD_ORIGIN`), without a trailing `/`.
     pub upload_origin: Option<String>,
@@ -435,14 +511,7 @@ impl Settings {
             })
             .transpose()?;
 
-        let portal = if edge {
-            Some(read.required(
-                "OPENREGISTRY_SKYNET_PORTAL",
-                "the edge keeps blobs on a Skynet portal and has no embedded default",
-            )?)
-        } else {
-            read.text("OPENREGISTRY_SKYNET_PORTAL")
-        };
+        let portal = read.text("OPENREGISTRY_SKYNET_PORTAL");
         let skynet = portal
             .map(|portal| -> Result<SkynetSettings, String> {
                 if !(portal.starts_with("https://") || portal.starts_with("http://")) {
@@ -458,6 +527,24 @@ impl Settings {
                 })
             })
             .transpose()?;
+        let s3 = Self::read_s3(&read)?;
+        if skynet.is_some() && s3.is_some() {
+            return Err(format!(
+                "both {} and {} are set: blobs live in one store, set one of them",
+                spelled("OPENREGISTRY_SKYNET_PORTAL"),
+                spelled("OPENREGISTRY_S3_ENDPOINT")
+            ));
+        }
+        // Natively blobs default to files, on Workers to the R2 binding; Spin has no store of
+        // its own.
+        if host == Host::Spin && skynet.is_none() && s3.is_none() {
+            return Err(format!(
+                "neither {} nor {} is set: a Spin component keeps blobs on S3-compatible \
+                 storage or a Skynet portal and has no embedded default",
+                spelled("OPENREGISTRY_S3_ENDPOINT"),
+                spelled("OPENREGISTRY_SKYNET_PORTAL")
+            ));
+        }
 
         let chunk_min = read.number("OPENREGISTRY_CHUNK_MIN_LENGTH")?;
         let chunk_max = read
@@ -541,6 +628,7 @@ impl Settings {
             data_dir,
             database,
             skynet,
+            s3,
             blob_redirect: read.flag("OPENREGISTRY_BLOB_REDIRECT", false)?,
             upload_origin,
             metrics_token: if host == Host::Native {
@@ -565,6 +653,66 @@ impl Settings {
 }
 
 impl Settings {
+    /// The S3 settings: none without an endpoint; bucket and keys required with one. Every S3
+    /// name is read either way (the table test checks what the reader asks for).
+    fn read_s3(read: &Reader<'_>) -> Result<Option<S3Settings>, String> {
+        let spelled = |name: &str| read.0.spelled(name);
+        let endpoint = read.text("OPENREGISTRY_S3_ENDPOINT");
+        let bucket = read.text("OPENREGISTRY_S3_BUCKET");
+        let region = read
+            .text("OPENREGISTRY_S3_REGION")
+            .unwrap_or_else(|| "us-east-1".into());
+        let access_key_id = read.text("OPENREGISTRY_S3_ACCESS_KEY_ID");
+        let secret_access_key = read.text("OPENREGISTRY_S3_SECRET_ACCESS_KEY");
+        let path_style = read.flag("OPENREGISTRY_S3_PATH_STYLE", false)?;
+        let presign = read
+            .number("OPENREGISTRY_S3_PRESIGN_SECONDS")?
+            .unwrap_or(300);
+        let Some(endpoint) = endpoint else {
+            return Ok(None);
+        };
+        let endpoint = endpoint.trim_end_matches('/').to_owned();
+        if !(endpoint.starts_with("https://") || endpoint.starts_with("http://")) {
+            return Err(format!(
+                "{} must be an http(s) URL, not {endpoint:?}",
+                spelled("OPENREGISTRY_S3_ENDPOINT")
+            ));
+        }
+        if !(1..=604_800).contains(&presign) {
+            return Err(format!(
+                "{} must be between 1 and 604800 (S3's limit of 7 days), not {presign}",
+                spelled("OPENREGISTRY_S3_PRESIGN_SECONDS")
+            ));
+        }
+        let why = format!("{} is set", spelled("OPENREGISTRY_S3_ENDPOINT"));
+        let bucket = bucket
+            .ok_or_else(|| format!("{} is not set: {why}", spelled("OPENREGISTRY_S3_BUCKET")))?;
+        let access_key_id = access_key_id.ok_or_else(|| {
+            format!(
+                "{} is not set: {why}; {}",
+                spelled("OPENREGISTRY_S3_ACCESS_KEY_ID"),
+                read.0.how_to_set_secret("OPENREGISTRY_S3_ACCESS_KEY_ID")
+            )
+        })?;
+        let secret_access_key = secret_access_key.ok_or_else(|| {
+            format!(
+                "{} is not set: {why}; {}",
+                spelled("OPENREGISTRY_S3_SECRET_ACCESS_KEY"),
+                read.0
+                    .how_to_set_secret("OPENREGISTRY_S3_SECRET_ACCESS_KEY")
+            )
+        })?;
+        Ok(Some(S3Settings {
+            endpoint,
+            bucket,
+            region,
+            access_key_id,
+            secret_access_key,
+            path_style,
+            presign: Duration::from_secs(presign),
+        }))
+    }
+
     /// Natively: refuses to serve without authentication on an address others can reach, unless
     /// `OPENREGISTRY_OPEN` says so (a loopback address is the laptop's own).
     pub fn refuse_unprotected_listen(&self) -> Result<(), String> {
@@ -764,6 +912,70 @@ mod tests {
         assert!(error.contains("must be an http(s) URL"), "{error}");
         let error = read_err(&[("OPENREGISTRY_LISTEN", "localhost")], Host::Native);
         assert!(error.contains("must be an address"), "{error}");
+    }
+
+    const S3: [(&str, &str); 4] = [
+        (
+            "OPENREGISTRY_S3_ENDPOINT",
+            "https://s3.eu-central-1.amazonaws.com/",
+        ),
+        ("OPENREGISTRY_S3_BUCKET", "layers"),
+        ("OPENREGISTRY_S3_ACCESS_KEY_ID", "AKIDEXAMPLE"),
+        (
+            "OPENREGISTRY_S3_SECRET_ACCESS_KEY",
+            "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+        ),
+    ];
+
+    #[test]
+    fn s3_needs_a_bucket_and_keys_and_defaults_the_region_and_expiry() {
+        let settings = read_ok(&S3, Host::Native);
+        let s3 = settings.s3.expect("S3 configured");
+        assert_eq!(s3.endpoint, "https://s3.eu-central-1.amazonaws.com");
+        assert_eq!(s3.region, "us-east-1");
+        assert!(!s3.path_style);
+        assert_eq!(s3.presign, Duration::from_secs(300));
+        let shown = format!("{s3:?}");
+        assert!(
+            !shown.contains("EXAMPLEKEY") && !shown.contains("AKIDEXAMPLE"),
+            "{shown}"
+        );
+        for missing in 1..S3.len() {
+            let pairs: Vec<_> = S3
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != missing)
+                .map(|(_, p)| *p)
+                .collect();
+            let error = read_err(&pairs, Host::Native);
+            assert!(
+                error.contains("is not set: openregistry_s3_endpoint is set"),
+                "{error}"
+            );
+        }
+        let mut pairs = S3.to_vec();
+        pairs.push(("OPENREGISTRY_S3_PRESIGN_SECONDS", "604801"));
+        assert!(read_err(&pairs, Host::Native).contains("between 1 and 604800"));
+        let error = read_err(&[("OPENREGISTRY_S3_ENDPOINT", "s3.example")], Host::Native);
+        assert!(error.contains("must be an http(s) URL"), "{error}");
+    }
+
+    #[test]
+    fn blobs_live_in_one_store_and_spin_needs_one() {
+        let mut both = S3.to_vec();
+        both.push(("OPENREGISTRY_SKYNET_PORTAL", "https://portal.example"));
+        assert!(read_err(&both, Host::Native).contains("set one of them"));
+        let metadata_only = [EDGE[0], EDGE[2]];
+        let error = read_err(&metadata_only, Host::Spin);
+        assert!(
+            error.starts_with("neither openregistry_s3_endpoint nor"),
+            "{error}"
+        );
+        // Workers keep blobs in their R2 binding; natively in files.
+        assert_eq!(read_ok(&metadata_only, Host::Cloudflare).s3, None);
+        let mut spin_on_s3 = metadata_only.to_vec();
+        spin_on_s3.extend(S3);
+        assert!(read_ok(&spin_on_s3, Host::Spin).s3.is_some());
     }
 
     #[test]

@@ -226,8 +226,8 @@ async fn serve(settings: Settings) -> Result<(), String> {
         sql: Some(metadata),
         ..Embedded::default()
     };
-    if let Some(skynet) = &settings.skynet {
-        tracing::info!(portal = %skynet.portal, "blobs on Skynet");
+    if let Some(storage) = settings.describe_storage() {
+        tracing::info!(storage = %storage, "blob storage");
     } else {
         let blobs = FsBlobStore::open(&data_dir)
             .await

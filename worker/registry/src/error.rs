@@ -198,6 +198,7 @@ impl From<StoreError> for RegistryError {
             StoreError::Body(body) => body.into(),
             StoreError::Refused(why) => RegistryError::BlobUploadInvalid(why),
             StoreError::Unavailable(u) => RegistryError::Unavailable(u),
+            StoreError::Failed(why) => RegistryError::Internal(why),
         }
     }
 }

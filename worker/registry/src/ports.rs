@@ -4,7 +4,7 @@
 //! |--------------|------------------------|-----------------|-----------------|
 //! | [`Kv`]       | SQLite table           | KV binding      | Spin key-value  |
 //! | [`Sql`]      | SQLite / Neon HTTP     | Neon HTTP       | Neon HTTP       |
-//! | [`BlobStore`]| filesystem / Skynet    | Skynet          | Skynet          |
+//! | [`BlobStore`]| files / Skynet / S3    | R2 / Skynet / S3| Skynet / S3     |
 //! | [`HttpClient`]| hyper                 | `Fetch`         | outbound HTTP   |
 //!
 //! plus a [`Clock`] and a [`Random`] source. Futures are `Send` natively and not on wasm32, which is
@@ -236,9 +236,13 @@ pub enum StoreError {
     /// The store refused the data (a chunk-size rule, a quota).
     #[error("storage refused the data: {0}")]
     Refused(String),
-    /// The store could not be reached or failed.
+    /// The store could not be reached or is overloaded: worth retrying (503 + `Retry-After`).
     #[error(transparent)]
     Unavailable(#[from] Unavailable),
+    /// The store answered with an error retrying will not fix (rejected credentials, a missing
+    /// bucket): the operator's to fix (500).
+    #[error("storage failed: {0}")]
+    Failed(String),
 }
 
 /// Blob bytes: resumable uploads that become immutable, content-addressed objects.
