@@ -69,7 +69,7 @@ QUICK = Plan(rounds=1, layer_mib=32, load_seconds=1.0, tags=500, tag_rounds=1,
              concurrent_mib=8, rss_push_mib=256, skopeo_layer_mibs=(10, 8, 6, 4, 2),
              worker_push_mib=32, quick=True)
 
-WORKLOADS = ("limits", "push", "concurrent", "pull", "requests", "tags", "rss", "skopeo", "worker")
+WORKLOADS = ("limits", "push", "concurrent", "pull", "s3", "requests", "tags", "rss", "skopeo", "worker")
 
 
 def log(msg: str) -> None:
@@ -338,6 +338,57 @@ class Bench:
             ng.stop()
             for s in regs.values():
                 s.wipe()
+
+    # -- S3 storage ----------------------------------------------------------------
+
+    def run_s3(self) -> None:
+        """Both registries on one S3 server (moto's): the layer pushed in 8 MiB chunks and pulled
+        back, a fresh bucket per registry. Beside the filesystem figures of push/pull."""
+        import urllib.request
+
+        path, digest, size = self.layer()
+        p = self.plan
+        self.r.metric("s3_push", f"push to S3 (moto), 8 MiB chunks, {p.layer_mib} MiB layer", "MB/s",
+                      "higher", "push", None, "both registries store in the same local S3 server")
+        self.r.metric("s3_pull", f"pull from S3 (moto), {p.layer_mib} MiB layer, sha256 verified", "MB/s",
+                      "higher", "pull", None, "streamed through the registry (no redirect)")
+        self._server_seq += 1
+        moto = servers.MotoS3(self.workdir / "servers", f"{self._server_seq:03d}-moto",
+                                 os.environ.get("MOTO_PYTHON", sys.executable)).start()
+        keys = {"access_key": "bench", "secret_key": "bench-secret", "region": "us-east-1", "endpoint": f"http://{moto.host}"}
+        try:
+            def each(i: int, target: str) -> None:
+                bucket = f"bench-{target}-{i}"
+                urllib.request.urlopen(urllib.request.Request(f"http://{moto.host}/{bucket}", method="PUT"), timeout=30)
+                self._server_seq += 1
+                name = f"{self._server_seq:03d}-{target}-s3"
+                if target == OR:
+                    s: servers.Server = servers.OpenRegistry(self.workdir / "servers", name, self.or_bin, settings={
+                        "OPENREGISTRY_S3_ENDPOINT": keys["endpoint"], "OPENREGISTRY_S3_BUCKET": bucket,
+                        "OPENREGISTRY_S3_ACCESS_KEY_ID": keys["access_key"],
+                        "OPENREGISTRY_S3_SECRET_ACCESS_KEY": keys["secret_key"],
+                        "OPENREGISTRY_S3_PATH_STYLE": "true"})
+                else:
+                    s = servers.Distribution(self.workdir / "servers", name, self.dist_bin, s3={**keys, "bucket": bucket})
+                s.start()
+                try:
+                    with Connection(s.port) as c:
+                        c.request("GET", "/v2/")
+                        t = time.perf_counter()
+                        oci.push_chunked(c, "bench/s3", str(path), size, digest, 8 * MIB)
+                        push = size / (time.perf_counter() - t) / MB
+                        t = time.perf_counter()
+                        oci.pull_verified(c, "bench/s3", digest, size)
+                        pull = size / (time.perf_counter() - t) / MB
+                    self.r.add("s3_push", target, push)
+                    self.r.add("s3_pull", target, pull)
+                    log(f"s3 round {i + 1} {LABELS[target]}: push {push:.1f} MB/s, pull {pull:.1f} MB/s")
+                finally:
+                    s.wipe()
+
+            self.alternate("s3", p.rounds, each)
+        finally:
+            moto.stop()
 
     # -- request rates -------------------------------------------------------------
 
@@ -931,6 +982,7 @@ def main() -> int:
             ("push", bench.run_push),
             ("concurrent", bench.run_concurrent),
             ("pull", bench.run_pull),
+            ("s3", bench.run_s3),
             ("requests", bench.run_requests),
             ("tags", bench.run_tags),
             ("rss", bench.run_rss),

@@ -141,22 +141,44 @@ class OpenRegistry(Server):
     label = "OpenRegistry"
     ready_path = "/v2/"
 
-    def __init__(self, workdir: Path, name: str, binary: Path):
+    def __init__(self, workdir: Path, name: str, binary: Path, settings: Optional[dict[str, str]] = None):
         super().__init__(workdir, name)
         self.binary = Path(binary)
+        self.settings = dict(settings or {})
 
     def command(self) -> list[str]:
         return [str(self.binary), "serve", "--listen", self.host, "--data-dir", str(self.data_dir)]
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
-        # Embedded defaults: nothing but the data directory and the listen address.
+        # Embedded defaults (nothing but the data directory and the listen address) unless the
+        # benchmark names settings (the S3 store).
         for key in list(env):
             if key.startswith("OPENREGISTRY_"):
                 del env[key]
         env.pop("RUST_LOG", None)
+        env.update(self.settings)
         return env
 
+
+DISTRIBUTION_FILESYSTEM = """\
+  filesystem:
+    rootdirectory: {data}
+"""
+
+# Distribution's S3 driver (s3aws) on the benchmark's S3 server, path-style, in its default
+# 10 MiB chunks.
+DISTRIBUTION_S3 = """\
+  s3:
+    region: {region}
+    regionendpoint: {endpoint}
+    bucket: {bucket}
+    accesskey: {access_key}
+    secretkey: {secret_key}
+    secure: false
+    v4auth: true
+    forcepathstyle: true
+"""
 
 DISTRIBUTION_CONFIG = """\
 version: 0.1
@@ -165,9 +187,7 @@ log:
   accesslog:
     disabled: false
 storage:
-  filesystem:
-    rootdirectory: {data}
-  cache:
+{storage}  cache:
     blobdescriptor: inmemory
   delete:
     enabled: true
@@ -184,13 +204,16 @@ class Distribution(Server):
     label = "Distribution"
     ready_path = "/v2/"
 
-    def __init__(self, workdir: Path, name: str, binary: Path = Path("/usr/bin/docker-registry")):
+    def __init__(self, workdir: Path, name: str, binary: Path = Path("/usr/bin/docker-registry"),
+                 s3: Optional[dict[str, str]] = None):
         super().__init__(workdir, name)
         self.binary = Path(binary)
+        self.s3 = s3
 
     def command(self) -> list[str]:
         config = self.dir / "config.yml"
-        config.write_text(DISTRIBUTION_CONFIG.format(data=self.data_dir, host=self.host))
+        storage = DISTRIBUTION_S3.format(**self.s3) if self.s3 else DISTRIBUTION_FILESYSTEM.format(data=self.data_dir)
+        config.write_text(DISTRIBUTION_CONFIG.format(storage=storage, host=self.host))
         return [str(self.binary), "serve", str(config)]
 
     def env(self) -> dict[str, str]:
@@ -249,6 +272,22 @@ class Nginx(Server):
         conf.write_text(NGINX_CONFIG.format(user=user, dir=self.dir, host=self.host, root=self.root))
         return [self.binary, "-p", str(self.dir), "-e", str(self.dir / "error.log"),
                 "-c", str(conf), "-g", "daemon off;"]
+
+
+class MotoS3(Server):
+    """moto's S3 server (PyPI `moto[s3]`, the e2e suite's S3): the storage both registries use in
+    the S3 workload. In memory; a bucket per registry."""
+
+    kind = "s3"
+    label = "S3 (moto)"
+    ready_path = "/"
+
+    def __init__(self, workdir: Path, name: str, python: str):
+        super().__init__(workdir, name)
+        self.python = python
+
+    def command(self) -> list[str]:
+        return [self.python, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)]
 
 
 def stop_all() -> None:

@@ -871,6 +871,85 @@ mod tests {
         assert_eq!(fresh.encode(), r#"{"id":"u"}"#);
     }
 
+    fn store(endpoint: &str, path_style: bool) -> S3Store {
+        use openregistry::memory::{ManualClock, MemoryKv};
+        use openregistry::ports::NoHttpClient;
+        let config = S3Config {
+            endpoint: endpoint.into(),
+            bucket: "layers".into(),
+            region: "eu-central-1".into(),
+            access_key_id: "AKIDEXAMPLE".into(),
+            secret_access_key: "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY".into(),
+            path_style,
+            presign: Duration::from_secs(300),
+            timeout: Duration::from_secs(30),
+            tail_ttl: Duration::from_secs(60),
+        };
+        // 2026-12-03T12:00:00Z
+        let clock = Arc::new(ManualClock::new(1_796_299_200_000));
+        S3Store::new(
+            Arc::new(NoHttpClient),
+            Arc::new(MemoryKv::default()),
+            clock,
+            config,
+        )
+        .expect("valid configuration")
+    }
+
+    /// The expected URLs are botocore's (the AWS SDK for Python) `S3SigV4QueryAuth` for the same
+    /// GET, keys and instant: the store presigns exactly as AWS does, in both addressing styles.
+    #[test]
+    fn redirects_are_presigned_as_the_aws_sdk_presigns_them() {
+        let locator = format!("blobs/sha256/{}", "ab".repeat(32));
+        let virtual_host = store("https://s3.eu-central-1.amazonaws.com", false);
+        let url = futures_executor::block_on(virtual_host.redirect_url(&locator))
+            .expect("signed")
+            .expect("a URL");
+        assert_eq!(
+            url,
+            format!(
+                "https://layers.s3.eu-central-1.amazonaws.com/{locator}?X-Amz-Algorithm=AWS4-HMAC-SHA256\
+                 &X-Amz-Credential=AKIDEXAMPLE%2F20261203%2Feu-central-1%2Fs3%2Faws4_request\
+                 &X-Amz-Date=20261203T120000Z&X-Amz-Expires=300&X-Amz-SignedHeaders=host\
+                 &X-Amz-Signature=a51c1df46c8640c10e4365b63bb2f5077aa4a1c795c139dd0c492a7a6fef2900"
+            )
+        );
+        let path_style = store("http://127.0.0.1:9000/", true);
+        let url = futures_executor::block_on(path_style.redirect_url(&locator))
+            .expect("signed")
+            .expect("a URL");
+        assert!(
+            url.starts_with(&format!("http://127.0.0.1:9000/layers/{locator}?")),
+            "{url}"
+        );
+        assert!(
+            url.ends_with(
+                "X-Amz-Signature=1d6793c46485b7dfba569658e73fe8f93e7694dcff7c6e8da73ef342780d3f60"
+            ),
+            "{url}"
+        );
+        // Nothing but blob keys is ever presigned.
+        let other = futures_executor::block_on(path_style.redirect_url("uploads/x"));
+        assert_eq!(other, Ok(None));
+    }
+
+    #[test]
+    fn virtual_host_addressing_needs_a_host_name() {
+        use openregistry::memory::{ManualClock, MemoryKv};
+        use openregistry::ports::NoHttpClient;
+        let mut config = store("http://127.0.0.1:9000", true).config;
+        config.path_style = false;
+        let error = S3Store::new(
+            Arc::new(NoHttpClient),
+            Arc::new(MemoryKv::default()),
+            Arc::new(ManualClock::new(0)),
+            config,
+        )
+        .err()
+        .expect("refused");
+        assert!(error.to_string().contains("path-style"), "{error}");
+    }
+
     #[test]
     fn the_error_code_is_read_from_the_error_document() {
         let body = b"<?xml version=\"1.0\"?><Error><Code>NoSuchUpload</Code></Error>";
