@@ -583,6 +583,51 @@ impl S3Store {
         Ok(())
     }
 
+    /// Aborts the multipart uploads under `uploads/` started more than `older_than` ago: uploads
+    /// abandoned by their clients, whose sessions have expired. Returns how many were aborted.
+    /// (`ListMultipartUploads` is not among rusty-s3's actions; it is signed with its signer and
+    /// its answer read like the error documents above.)
+    pub async fn abort_expired_uploads(&self, older_than: Duration) -> Result<usize, StoreError> {
+        let what = "listing multipart uploads";
+        let cutoff = self
+            .now()
+            .checked_sub(
+                jiff::SignedDuration::try_from(older_than).unwrap_or(jiff::SignedDuration::MAX),
+            )
+            .unwrap_or(jiff::Timestamp::MIN);
+        let mut aborted = 0;
+        let (mut key_marker, mut id_marker) = (String::new(), String::new());
+        // At most 100 pages of 1000 uploads per sweep; the next sweep continues.
+        for _ in 0..100 {
+            let mut query = vec![("prefix", "uploads/"), ("uploads", "")];
+            if !key_marker.is_empty() {
+                query.push(("key-marker", &key_marker));
+                query.push(("upload-id-marker", &id_marker));
+            }
+            query.sort_unstable();
+            let url = self.signed_custom(rusty_s3::Method::Get, "", &query, &[]);
+            let (status, _, body) = self
+                .exchange(what, self.request(Method::GET, &url), Body::Empty)
+                .await?;
+            if !status.is_success() {
+                return Err(s3_error(what, status, &body));
+            }
+            let page = MultipartListing::parse(&String::from_utf8_lossy(&body));
+            for upload in &page.uploads {
+                let started = upload.initiated.parse::<jiff::Timestamp>().ok();
+                if started.is_some_and(|t| t < cutoff) {
+                    self.abort_multipart(&upload.key, &upload.id).await?;
+                    aborted += 1;
+                }
+            }
+            match page.next {
+                Some((key, id)) => (key_marker, id_marker) = (key, id),
+                None => break,
+            }
+        }
+        Ok(aborted)
+    }
+
     /// Best effort: the multipart upload of a blob that turned out to be stored already, and its
     /// completed object if `read_upload` made one (what is left is garbage, never visible).
     async fn abort_upload_objects(&self, handle: &Handle, multipart: &str) {
@@ -617,6 +662,59 @@ impl S3Store {
                 Err(s3_error(what, status, &body))
             }
         }
+    }
+}
+
+/// One page of a `ListMultipartUploads` answer.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct MultipartListing {
+    uploads: Vec<ListedUpload>,
+    /// The markers of the next page, when the answer is truncated.
+    next: Option<(String, String)>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+struct ListedUpload {
+    key: String,
+    id: String,
+    initiated: String,
+}
+
+/// The text of the first `<name>…</name>` in `xml`.
+fn element<'x>(xml: &'x str, name: &str) -> Option<&'x str> {
+    let (_, rest) = xml.split_once(&format!("<{name}>"))?;
+    let (text, _) = rest.split_once(&format!("</{name}>"))?;
+    Some(text.trim())
+}
+
+impl MultipartListing {
+    fn parse(xml: &str) -> Self {
+        let mut uploads = Vec::new();
+        let mut rest = xml;
+        while let Some((_, after)) = rest.split_once("<Upload>") {
+            let (entry, tail) = after.split_once("</Upload>").unwrap_or((after, ""));
+            if let (Some(key), Some(id), Some(initiated)) = (
+                element(entry, "Key"),
+                element(entry, "UploadId"),
+                element(entry, "Initiated"),
+            ) {
+                uploads.push(ListedUpload {
+                    key: key.to_owned(),
+                    id: id.to_owned(),
+                    initiated: initiated.to_owned(),
+                });
+            }
+            rest = tail;
+        }
+        let next = (element(xml, "IsTruncated") == Some("true"))
+            .then(|| {
+                Some((
+                    element(xml, "NextKeyMarker")?.to_owned(),
+                    element(xml, "NextUploadIdMarker")?.to_owned(),
+                ))
+            })
+            .flatten();
+        Self { uploads, next }
     }
 }
 
@@ -948,6 +1046,30 @@ mod tests {
         .err()
         .expect("refused");
         assert!(error.to_string().contains("path-style"), "{error}");
+    }
+
+    #[test]
+    fn a_multipart_listing_names_each_upload_and_the_next_page() {
+        let xml = "<?xml version=\"1.0\"?><ListMultipartUploadsResult><Bucket>b</Bucket>\
+            <NextKeyMarker>uploads/b</NextKeyMarker><NextUploadIdMarker>id-b</NextUploadIdMarker>\
+            <IsTruncated>true</IsTruncated>\
+            <Upload><Key>uploads/a</Key><UploadId>id-a</UploadId><Initiated>2026-12-01T10:00:00.000Z</Initiated></Upload>\
+            <Upload><Key>uploads/b</Key><UploadId>id-b</UploadId><Initiated>2026-12-03T11:59:00.000Z</Initiated></Upload>\
+            </ListMultipartUploadsResult>";
+        let page = MultipartListing::parse(xml);
+        let keys: Vec<_> = page
+            .uploads
+            .iter()
+            .map(|u| (u.key.as_str(), u.id.as_str()))
+            .collect();
+        assert_eq!(keys, [("uploads/a", "id-a"), ("uploads/b", "id-b")]);
+        assert!(page
+            .uploads
+            .iter()
+            .all(|u| u.initiated.parse::<jiff::Timestamp>().is_ok()));
+        assert_eq!(page.next, Some(("uploads/b".into(), "id-b".into())));
+        let last = MultipartListing::parse("<ListMultipartUploadsResult><IsTruncated>false</IsTruncated></ListMultipartUploadsResult>");
+        assert_eq!(last, MultipartListing::default());
     }
 
     #[test]

@@ -128,6 +128,7 @@ impl Settings {
             upload_origin: self.upload_origin.clone(),
             chunk_min_length: self.chunk_min,
             chunk_max_length: self.chunk_max,
+            upload_session_ttl: self.upload_ttl,
             ..Config::default()
         }
     }

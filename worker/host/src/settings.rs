@@ -209,6 +209,13 @@ pub const SETTINGS: &[Setting] = &[
         meaning: "base URL of a registry sharing this one's database, storage and token key (e.g. the container on Akash): upload starts are forwarded there, so big layers bypass this host's body limit while pulls stay here",
     },
     Setting {
+        name: "OPENREGISTRY_UPLOAD_TTL_SECONDS",
+        hosts: ALL,
+        secret: false,
+        default: "`86400`",
+        meaning: "how long an unfinished upload lives without a request (Workers: at least 60, KV's shortest expiry); natively expired uploads' partial data (files, S3 multipart uploads) is removed",
+    },
+    Setting {
         name: "OPENREGISTRY_METRICS_TOKEN",
         hosts: NATIVE,
         secret: true,
@@ -409,6 +416,8 @@ pub struct Settings {
     /// `None`: open (no authentication).
     pub auth: Option<AuthConfig>,
     pub open: bool,
+    /// How long an unfinished upload lives without a request.
+    pub upload_ttl: Duration,
     /// Workers only.
     pub edge_cache: bool,
     pub edge_cache_max_bytes: u64,
@@ -622,6 +631,16 @@ impl Settings {
         }
 
         let cloudflare = host == Host::Cloudflare;
+        let upload_ttl = read
+            .number("OPENREGISTRY_UPLOAD_TTL_SECONDS")?
+            .unwrap_or(86_400);
+        let shortest = if cloudflare { 60 } else { 1 };
+        if upload_ttl < shortest {
+            return Err(format!(
+                "{} must be at least {shortest}, not {upload_ttl}",
+                spelled("OPENREGISTRY_UPLOAD_TTL_SECONDS")
+            ));
+        }
         Ok(Self {
             host,
             listen,
@@ -640,6 +659,7 @@ impl Settings {
             chunk_max,
             auth,
             open,
+            upload_ttl: Duration::from_secs(upload_ttl),
             edge_cache: cloudflare && read.flag("OPENREGISTRY_EDGE_CACHE", true)?,
             edge_cache_max_bytes: if cloudflare {
                 read.number("OPENREGISTRY_EDGE_CACHE_MAX_BYTES")?

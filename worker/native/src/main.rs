@@ -228,6 +228,22 @@ async fn serve(settings: Settings) -> Result<(), String> {
     };
     if let Some(storage) = settings.describe_storage() {
         tracing::info!(storage = %storage, "blob storage");
+        if let Some(s3) = settings.s3_store(http.clone(), kv.clone(), Arc::new(SystemClock))? {
+            // Uploads whose sessions expired leave multipart uploads behind: abort them now and
+            // then every hour (or every upload lifetime, if shorter).
+            let ttl = settings.config().upload_session_ttl;
+            tokio::spawn(async move {
+                loop {
+                    match s3.abort_expired_uploads(ttl).await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(aborted = n, "aborted expired multipart uploads"),
+                        Err(e) => tracing::warn!(error = %e, "could not sweep expired uploads"),
+                    }
+                    let pause = ttl.clamp(Duration::from_secs(1), Duration::from_secs(3600));
+                    tokio::time::sleep(pause).await;
+                }
+            });
+        }
     } else {
         let blobs = FsBlobStore::open(&data_dir)
             .await
