@@ -5,9 +5,10 @@
 //   node tests/cloudflare/mf-serve.mjs [--listen 127.0.0.1:0] [--persist DIR] [--script PATH]
 //
 // Prints one line, `listening http://127.0.0.1:PORT`, once requests are accepted (then workerd's
-// and the Worker's logs). Bindings: the KV namespace UPLOAD_SESSIONS, and every OPENREGISTRY_*
-// variable of this process's environment as a var/secret (plus OPENREGISTRY_OPEN=true on a
-// loopback address unless set). KV and Cache API data live under
+// and the Worker's logs). Bindings: the KV namespace UPLOAD_SESSIONS, the R2 bucket BLOBS (unless
+// E2E_R2=off: then the Worker stores blobs where its settings say, S3 or Skynet), and every
+// OPENREGISTRY_* variable of this process's environment as a var/secret (plus
+// OPENREGISTRY_OPEN=true on a loopback address unless set). KV, R2 and Cache API data live under
 // --persist (default: a temporary directory removed on exit), on disk rather than in workerd's
 // memory, so workerd's RSS is the Worker's own. `cf: false`: no request.cf download. SIGTERM or
 // SIGINT disposes of workerd and exits 0.
@@ -60,6 +61,8 @@ const mf = new Miniflare({
   compatibilityDate: "2026-04-20",
   kvNamespaces: { UPLOAD_SESSIONS: "upload-sessions" },
   kvPersist: path.join(persist, "kv"),
+  r2Buckets: process.env.E2E_R2 === "off" ? {} : { BLOBS: "openregistry-blobs" },
+  r2Persist: path.join(persist, "r2"),
   cachePersist: path.join(persist, "cache"),
   bindings,
   cf: false,

@@ -40,14 +40,19 @@ def stop(proc, log):
     log.close()
 
 
-@pytest.mark.parametrize("missing", ["OPENREGISTRY_DATABASE_URL", "OPENREGISTRY_SKYNET_PORTAL"])
-def test_a_missing_database_or_portal_answers_503_with_an_oci_error(work_dir, missing):
+@pytest.mark.parametrize("missing", ["OPENREGISTRY_DATABASE_URL", "OPENREGISTRY_S3_ENDPOINT"])
+def test_a_missing_database_or_storage_answers_503_with_an_oci_error(work_dir, missing):
+    # Without the R2 binding (E2E_R2=off) the Worker needs S3 or a Skynet portal.
     env = {
         "OPENREGISTRY_DATABASE_URL": "postgresql://u:p@ep-x.example.com/db",
         "OPENREGISTRY_DATABASE_HTTP_ENDPOINT": "http://127.0.0.1:9/sql",
         "OPENREGISTRY_SKYNET_PORTAL": "http://127.0.0.1:9",
+        "E2E_R2": "off",
     }
-    del env[missing]
+    if missing == "OPENREGISTRY_DATABASE_URL":
+        del env[missing]
+    else:
+        del env["OPENREGISTRY_SKYNET_PORTAL"]
     proc, url, log = start_bare_worker(work_dir, env)
     try:
         for method, path in [("GET", "/v2/"), ("POST", "/v2/a/blobs/uploads/"), ("GET", "/v2/a/tags/list")]:
@@ -123,7 +128,27 @@ def _downloads_for_second_get(client, portal, repo, digest) -> int:
     return portal.stats()["downloads"], r.content
 
 
-def test_immutable_blobs_come_from_the_cache_api_and_a_delete_purges_them(client, skynet_portal, repo):
+@pytest.fixture
+def counting_portal(work_dir):
+    """A Skynet portal stand-in that counts downloads, for Workers storing there (E2E_R2=off):
+    R2 reads cannot be counted from outside."""
+    from skynet_portal import SkynetPortal, install_deps
+    install_deps()
+    portal = SkynetPortal(work_dir / "portal-data", log_path=work_dir / "portal.log").start()
+    yield portal
+    portal.stop()
+
+
+@pytest.fixture
+def portal_worker(registry_factory, counting_portal):
+    def make(env=None):
+        return registry_factory("cache", env={**counting_portal.registry_env(), "E2E_R2": "off", **(env or {})})
+    return make
+
+
+def test_immutable_blobs_come_from_the_cache_api_and_a_delete_purges_them(portal_worker, counting_portal, repo):
+    client = OciClient(portal_worker().base_url)
+    skynet_portal = counting_portal
     data = os.urandom(300_000)
     digest = client.push_blob(repo, data)
     downloads, body = _downloads_for_second_get(client, skynet_portal, repo, digest)
@@ -134,8 +159,9 @@ def test_immutable_blobs_come_from_the_cache_api_and_a_delete_purges_them(client
     assert client.get(f"/v2/{repo}/blobs/{digest}").status_code == 404
 
 
-def test_the_cache_api_can_be_turned_off(registry_factory, skynet_portal):
-    server = registry_factory("nocache", env={"OPENREGISTRY_EDGE_CACHE": "false"})
+def test_the_cache_api_can_be_turned_off(portal_worker, counting_portal):
+    skynet_portal = counting_portal
+    server = portal_worker({"OPENREGISTRY_EDGE_CACHE": "false"})
     client = OciClient(server.base_url)
     digest = client.push_blob("cfg/nocache", b"x" * 1000)
     downloads, _ = _downloads_for_second_get(client, skynet_portal, "cfg/nocache", digest)

@@ -136,9 +136,13 @@ fn upload_key(upload_id: &str) -> String {
     format!("uploads/{upload_id}")
 }
 
-/// A locator this store wrote: `blobs/<algorithm>/<lowercase hex>`, nothing that could name
-/// another key.
-fn valid_locator(locator: &str) -> bool {
+/// A locator of this store's shapes, nothing that could name another key:
+/// `blobs/<algorithm>/<lowercase hex>`, or `uploads/<upload id>` (the key the Worker's R2 store
+/// completes multi-part blobs at, presigned through this store for redirects).
+pub fn valid_locator(locator: &str) -> bool {
+    if let Some(id) = locator.strip_prefix("uploads/") {
+        return !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric());
+    }
     let Some(rest) = locator.strip_prefix("blobs/") else {
         return false;
     };
@@ -925,7 +929,9 @@ mod tests {
         assert!(valid_locator(
             "blobs/sha256/2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
         ));
-        assert!(!valid_locator("uploads/abc"));
+        assert!(valid_locator("uploads/0a1b2c"));
+        assert!(!valid_locator("uploads/../blobs"));
+        assert!(!valid_locator("uploads/"));
         assert!(!valid_locator("blobs/sha256/../../uploads/x"));
         assert!(!valid_locator("blobs/sha256"));
         assert!(!valid_locator("blobs//00000000000000000000000000000000"));
@@ -1026,8 +1032,8 @@ mod tests {
             ),
             "{url}"
         );
-        // Nothing but blob keys is ever presigned.
-        let other = futures_executor::block_on(path_style.redirect_url("uploads/x"));
+        // Nothing but this store's keys is ever presigned.
+        let other = futures_executor::block_on(path_style.redirect_url("config/../x"));
         assert_eq!(other, Ok(None));
     }
 

@@ -1,7 +1,8 @@
 //! OpenRegistry as a Cloudflare Worker: the `#[event(fetch)]` entry converts the runtime's
 //! `Request` into the core's `http::Request<Body>` (body streamed, read in 1 MiB pieces), builds
 //! the ports from the bindings (KV namespace → `Kv`, `fetch()` → `HttpClient`, Postgres over
-//! Neon's HTTP protocol → `Sql`, Skynet → `BlobStore`), and converts the answer back, streaming.
+//! Neon's HTTP protocol → `Sql`, the R2 binding (or S3 over `fetch()`, or Skynet) → `BlobStore`),
+//! and converts the answer back, streaming.
 //!
 //! Stateless: nothing is kept between requests except, when enabled, immutable responses in the
 //! Cache API. Configuration: see [`config`].
@@ -12,6 +13,7 @@
 mod config;
 mod fetch;
 mod kv;
+mod r2;
 mod streams;
 
 use std::sync::Arc;
@@ -19,8 +21,9 @@ use std::sync::Arc;
 use http::{header, Method, StatusCode};
 use js_sys::{Promise, Reflect};
 use openregistry::body::Body;
-use openregistry::ports::{Clock, Random};
+use openregistry::ports::{Clock, Kv, Random};
 use openregistry::Registry;
+use openregistry_backends::tail::Tails;
 use openregistry_host::{misconfigured, Embedded, HostPorts, Settings};
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
@@ -29,6 +32,7 @@ use worker::{event, Context, Env};
 use crate::config::KV_BINDING;
 use crate::fetch::{declared_len, http_headers, js_headers, FetchClient};
 use crate::kv::WorkersKv;
+use crate::r2::{R2Store, R2_BINDING};
 use crate::streams::{js_error, to_js, RequestBody};
 
 /// `Date.now()`: `SystemTime::now` panics on wasm32-unknown-unknown.
@@ -79,13 +83,22 @@ fn registry(settings: &Settings, env: &Env) -> Result<Registry, String> {
     let store = env
         .kv(KV_BINDING)
         .map_err(|e| format!("the KV namespace binding {KV_BINDING} is missing: {e}"))?;
+    let kv: Arc<dyn Kv> = Arc::new(WorkersKv::new(store, settings.test_kv_lag));
     let ports = HostPorts {
-        kv: Arc::new(WorkersKv::new(store, settings.test_kv_lag)),
+        kv: kv.clone(),
         http: Arc::new(FetchClient),
         clock: Arc::new(JsClock),
         random: Arc::new(JsRandom),
     };
-    openregistry_host::build(settings, ports, Embedded::default())
+    // Blobs in the R2 binding when it is bound (the S3 settings then only sign redirects to the
+    // same bucket); without it, in the store the settings name (S3 over fetch(), or Skynet).
+    let mut embedded = Embedded::default();
+    if let Ok(bucket) = env.bucket(R2_BINDING) {
+        let presigner = settings.s3_store(ports.http.clone(), kv.clone(), ports.clock.clone())?;
+        let tails = Tails::new(kv, "r2-tail", settings.config().upload_session_ttl);
+        embedded.blobs = Some(Arc::new(R2Store::new(bucket, tails, presigner)));
+    }
+    openregistry_host::build(settings, ports, embedded)
 }
 
 /// `/path?query` of an absolute URL.
