@@ -66,6 +66,18 @@ def sha256_digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
+def patterned_blob(size: int, seed: int) -> bytes:
+    """Deterministic bytes of `size` that differ in every MiB (built fast: whole blocks of a
+    seeded SHA-256, the first byte of each MiB its index)."""
+    block = hashlib.sha256(seed.to_bytes(8, "little")).digest() * (MIB // 32)
+    whole, rest = divmod(size, MIB)
+    out = bytearray()
+    for i in range(whole):
+        out += bytes([i % 251]) + block[1:]
+    out += block[:rest]
+    return bytes(out)
+
+
 def sha512_digest(data: bytes) -> str:
     return "sha512:" + hashlib.sha512(data).hexdigest()
 
@@ -351,6 +363,10 @@ class OciClient:
         r = self.finish_upload(loc, digest)
         assert r.status_code == 201, f"closing PUT -> {r.status_code}: {r.content[:500]!r}"
         return digest
+
+    def push_blob_in_chunks(self, repo: str, data: bytes, chunk: int) -> str:
+        """Chunked upload in PATCHes of `chunk` bytes (the last may be shorter)."""
+        return self.push_blob_chunked(repo, data, [chunk] * -(-len(data) // chunk))
 
     def blob_exists(self, repo: str, digest: str) -> bool:
         r = self.head(f"/v2/{repo}/blobs/{digest}")

@@ -11,32 +11,11 @@ import pytest
 
 import cloudflare_host
 from ocihttp import MIB, OciClient, assert_error, sha256_digest
+from ocihttp import patterned_blob as blob
 
 pytestmark = pytest.mark.skipif(not cloudflare_host.CLOUDFLARE, reason="the R2 binding is the Worker's")
 
 PART = 8 * MIB
-
-
-def blob(size: int, seed: int) -> bytes:
-    block = hashlib.sha256(seed.to_bytes(8, "little")).digest() * (MIB // 32)
-    whole, rest = divmod(size, MIB)
-    out = bytearray()
-    for i in range(whole):
-        out += bytes([i % 251]) + block[1:]
-    out += block[:rest]
-    return bytes(out)
-
-
-def push_in_chunks(client: OciClient, repo: str, data: bytes, chunk: int) -> str:
-    digest = sha256_digest(data)
-    location = client.start_upload(repo)
-    for start in range(0, len(data), chunk):
-        r = client.patch_chunk(location, data[start:start + chunk], start)
-        assert r.status_code == 202, r.text
-        location = client.location(r)
-    r = client.finish_upload(location, digest)
-    assert r.status_code == 201, r.text
-    return digest
 
 
 @pytest.mark.parametrize("size,chunk", [(40, 1), (2 * PART + 3 * MIB + 5, 4 * MIB),
@@ -44,13 +23,13 @@ def push_in_chunks(client: OciClient, repo: str, data: bytes, chunk: int) -> str
                          ids=["1B", "4MiB", "5MiB+1", "unaligned"])
 def test_chunks_of_any_size_round_trip_byte_exact(client, repo, size, chunk):
     data = blob(size, chunk % 97)
-    digest = push_in_chunks(client, repo, data, chunk)
+    digest = client.push_blob_in_chunks(repo, data, chunk)
     assert client.get_blob(repo, digest) == data
 
 
 def test_ranges_across_part_boundaries_are_byte_exact(client, repo):
     data = blob(2 * PART + 3 * MIB, 7)
-    digest = push_in_chunks(client, repo, data, 3 * MIB)
+    digest = client.push_blob_in_chunks(repo, data, 3 * MIB)
     for start, end in [(0, 0), (PART - 5, PART + 5), (2 * PART - 1, len(data) - 1)]:
         r = client.get(f"/v2/{repo}/blobs/{digest}", headers={"Range": f"bytes={start}-{end}"})
         assert r.status_code == 206, r.text

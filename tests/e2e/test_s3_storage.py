@@ -23,7 +23,7 @@ import pytest
 import requests
 
 import s3_server
-from ocihttp import MIB, OCI_LAYER, OciClient, assert_error, sha256_digest, uploaded_size
+from ocihttp import MIB, patterned_blob as blob, OCI_LAYER, OciClient, assert_error, sha256_digest, uploaded_size
 from ocilayout import Layout, random_tar_layer
 from test_skopeo_roundtrip import pull, push
 
@@ -43,29 +43,6 @@ def bucket_of(server) -> str:
     return server.env["OPENREGISTRY_S3_BUCKET"]
 
 
-def blob(size: int, seed: int) -> bytes:
-    """Deterministic bytes that differ in every MiB, built fast."""
-    block = hashlib.sha256(seed.to_bytes(8, "little")).digest() * (MIB // 32)
-    whole, rest = divmod(size, MIB)
-    out = bytearray()
-    for i in range(whole):
-        out += bytes([i % 251]) + block[1:]
-    out += block[:rest]
-    return bytes(out)
-
-
-def push_in_chunks(client: OciClient, repo: str, data: bytes, chunk: int) -> str:
-    digest = sha256_digest(data)
-    location = client.start_upload(repo)
-    for start in range(0, len(data), chunk):
-        r = client.patch_chunk(location, data[start:start + chunk], start)
-        assert r.status_code == 202, r.text
-        location = client.location(r)
-    r = client.finish_upload(location, digest)
-    assert r.status_code == 201, r.text
-    return digest
-
-
 def blob_key(digest: str) -> str:
     algorithm, hex_digest = digest.split(":", 1)
     return f"blobs/{algorithm}/{hex_digest}"
@@ -77,7 +54,7 @@ def test_chunks_of_any_size_become_one_object_per_digest_and_nothing_else(s3, re
              "5MiB+1": (3 * PART + 11, 5 * MIB + 1), "unaligned": (PART * 2 + 12345, 3 * MIB + 4097)}
     for seed, (size, chunk) in enumerate(cases.values()):
         data = blob(size, 100 + seed)
-        digest = push_in_chunks(client, repo, data, chunk)
+        digest = client.push_blob_in_chunks(repo, data, chunk)
         assert client.get_blob(repo, digest) == data
         assert s3.objects(bucket).get(blob_key(digest)) == size
     keys = s3.objects(bucket)
@@ -87,7 +64,7 @@ def test_chunks_of_any_size_become_one_object_per_digest_and_nothing_else(s3, re
 
 def test_ranges_across_part_boundaries_are_byte_exact(s3, client, repo):
     data = blob(2 * PART + 3 * MIB, 7)
-    digest = push_in_chunks(client, repo, data, 3 * MIB)
+    digest = client.push_blob_in_chunks(repo, data, 3 * MIB)
     for start, end in [(0, 0), (PART - 5, PART + 5), (PART * 2 - 1, len(data) - 1), (123, 2 * PART + 7)]:
         r = client.get(f"/v2/{repo}/blobs/{digest}", headers={"Range": f"bytes={start}-{end}"})
         assert r.status_code == 206, r.text
@@ -97,7 +74,7 @@ def test_ranges_across_part_boundaries_are_byte_exact(s3, client, repo):
 def test_a_blob_smaller_than_a_part_is_one_put_and_no_multipart(s3, registry, client, repo):
     bucket = bucket_of(registry)
     data = blob(3 * MIB, 8)
-    digest = push_in_chunks(client, repo, data, MIB)
+    digest = client.push_blob_in_chunks(repo, data, MIB)
     assert s3.objects(bucket)[blob_key(digest)] == len(data)
     assert s3.multipart_uploads(bucket) == []
 
@@ -157,7 +134,7 @@ def test_a_bad_digest_leaves_nothing_behind(s3, registry, client, repo):
 def test_a_blob_already_stored_is_not_uploaded_again(s3, registry, client, repo):
     bucket = bucket_of(registry)
     data = blob(PART + MIB, 11)
-    digest = push_in_chunks(client, repo, data, 4 * MIB)
+    digest = client.push_blob_in_chunks(repo, data, 4 * MIB)
     stored = s3.client().head_object(Bucket=bucket, Key=blob_key(digest))
     # A monolithic push of the same bytes to another repository is verified and linked, not stored.
     r = client.post(f"/v2/{repo}/other/blobs/uploads/?digest={digest}", data=data,
@@ -233,7 +210,7 @@ def test_a_redirect_is_a_presigned_url_that_aws_signs_the_same_way(redirecting, 
 
     client = OciClient(redirecting.base_url)
     data = blob(PART + 1, 14)
-    digest = push_in_chunks(client, repo, data, PART + 1)
+    digest = client.push_blob_in_chunks(repo, data, PART + 1)
     r = client.get(f"/v2/{repo}/blobs/{digest}", allow_redirects=False)
     assert r.status_code == 307, r.text
     location = r.headers["Location"]
@@ -369,7 +346,7 @@ def test_a_refused_part_is_retried_by_the_registry(faulty, repo):
     data = blob(PART + 3, 16)
     refusals = iter([True])
     proxy.refuse = lambda method, path, headers: "partNumber=" in path and next(refusals, False)
-    digest = push_in_chunks(client, repo, data, len(data))
+    digest = client.push_blob_in_chunks(repo, data, len(data))
     assert proxy.refused == 1
     assert client.get_blob(repo, digest) == data
 

@@ -7,7 +7,6 @@ never a corrupt or partial blob.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sqlite3
 import threading
@@ -17,7 +16,7 @@ import pytest
 
 import requests
 
-from ocihttp import MIB, OciClient, assert_error, sha256_digest, uploaded_size
+from ocihttp import MIB, patterned_blob as blob, OciClient, assert_error, sha256_digest, uploaded_size
 from skynet_portal import API_KEY
 
 pytestmark = pytest.mark.openregistry_only
@@ -32,17 +31,6 @@ def portal(skynet_portal):
     return skynet_portal
 
 
-def blob(size: int, seed: int) -> bytes:
-    """Deterministic, incompressible-enough bytes, built fast."""
-    block = hashlib.sha256(seed.to_bytes(8, "little")).digest() * (MIB // 32)
-    whole, rest = divmod(size, MIB)
-    out = bytearray()
-    for i in range(whole):
-        out += bytes([i % 251]) + block[1:]
-    out += block[:rest]
-    return bytes(out)
-
-
 def locator_of(server, neon_backend, digest: str) -> str:
     """The storage locator the database keeps for a blob."""
     if neon_backend is not None:
@@ -55,18 +43,6 @@ def locator_of(server, neon_backend, digest: str) -> str:
     return rows[0][0]
 
 
-def push_in_chunks(client: OciClient, repo: str, data: bytes, chunk: int) -> str:
-    digest = sha256_digest(data)
-    location = client.start_upload(repo)
-    for start in range(0, len(data), chunk):
-        r = client.patch_chunk(location, data[start:start + chunk], start)
-        assert r.status_code == 202, r.text
-        location = client.location(r)
-    r = client.finish_upload(location, digest)
-    assert r.status_code == 201, r.text
-    return digest
-
-
 def pulled_digest(client: OciClient, repo: str, digest: str) -> str:
     return client.blob_sha256_streamed(repo, digest)[0]
 
@@ -74,7 +50,7 @@ def pulled_digest(client: OciClient, repo: str, digest: str) -> str:
 def test_a_large_blob_is_stored_as_one_skylink(portal, registry, neon_backend, client, repo):
     data = blob(100 * MIB + 123, 1)
     portal.reset_stats()
-    digest = push_in_chunks(client, repo, data, 7 * MIB)
+    digest = client.push_blob_in_chunks(repo, data, 7 * MIB)
     stats = portal.stats()
     assert stats["concatenations"] == 1, stats
     assert stats["tusCreates"] == 3, stats  # two whole pieces and the tail
@@ -86,7 +62,7 @@ def test_a_large_blob_is_stored_as_one_skylink(portal, registry, neon_backend, c
 def test_a_blob_smaller_than_a_piece_is_one_skyfile(portal, client, repo):
     portal.reset_stats()
     data = blob(3 * MIB, 2)
-    digest = push_in_chunks(client, repo, data, MIB)
+    digest = client.push_blob_in_chunks(repo, data, MIB)
     assert portal.stats()["skyfileUploads"] == 1
     assert client.get_blob(repo, digest) == data
 
@@ -95,7 +71,7 @@ def test_a_blob_smaller_than_a_piece_is_one_skyfile(portal, client, repo):
 def test_chunks_of_any_size_are_cut_into_aligned_pieces(portal, client, repo, chunk):
     size = 40 if chunk == 1 else 2 * PIECE + 5 * MIB + 7
     data = blob(size, chunk % 97)
-    digest = push_in_chunks(client, repo, data, chunk)
+    digest = client.push_blob_in_chunks(repo, data, chunk)
     assert pulled_digest(client, repo, digest) == digest
 
 
@@ -124,7 +100,7 @@ def test_concurrent_pushes_of_the_same_layer_all_succeed(portal, registry, repo)
     def push(i: int) -> str:
         client = OciClient(registry.base_url)
         barrier.wait()
-        return push_in_chunks(client, f"{repo}/c{i}", data, 16 * MIB)
+        return client.push_blob_in_chunks(f"{repo}/c{i}", data, 16 * MIB)
 
     with ThreadPoolExecutor(3) as pool:
         assert list(pool.map(push, range(3))) == [digest] * 3
@@ -136,14 +112,14 @@ def test_concurrent_pushes_of_the_same_layer_all_succeed(portal, registry, repo)
 def test_a_failed_portal_patch_is_retried_by_the_registry(portal, client, repo):
     data = blob(PIECE + 3 * MIB, 7)
     portal.faults(fail_patch=1)
-    digest = push_in_chunks(client, repo, data, PIECE + 3 * MIB)
+    digest = client.push_blob_in_chunks(repo, data, PIECE + 3 * MIB)
     assert pulled_digest(client, repo, digest) == digest
 
 
 def test_a_connection_dropped_mid_piece_is_resumed_by_the_registry(portal, client, repo):
     data = blob(PIECE + 2 * MIB, 8)
     portal.faults(drop_patch=1, after_bytes=10 * MIB)
-    digest = push_in_chunks(client, repo, data, len(data))
+    digest = client.push_blob_in_chunks(repo, data, len(data))
     assert pulled_digest(client, repo, digest) == digest
 
 

@@ -17,5 +17,7 @@ pub mod skynet;
 pub mod tail;
 
 pub use neon::{NeonConfig, NeonConfigError, NeonSql};
-pub use s3::{valid_locator as valid_s3_locator, S3Config, S3ConfigError, S3Store, PART_SIZE};
+pub use s3::{
+    valid_locator as valid_s3_locator, MultipartHandle, S3Config, S3ConfigError, S3Store, PART_SIZE,
+};
 pub use skynet::{SkynetConfig, SkynetStore, TUS_ALIGN};

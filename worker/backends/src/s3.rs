@@ -21,7 +21,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::StreamExt;
 use http::{header, HeaderMap, Method, Request, StatusCode};
 use rusty_s3::actions::{
@@ -33,19 +33,18 @@ use serde::{Deserialize, Serialize};
 
 use openregistry::body::{Body, ByteStream};
 use openregistry::digest::Digest;
-use openregistry::planner::{Cut, PartPlanner};
 use openregistry::ports::{
     BlobStore, ChunkLimits, Clock, HttpClient, Kv, StoreError, Timeout, Unavailable,
 };
 use openregistry::range::ByteRange;
 
-use crate::tail::{tail_len, Segment, Tails};
+use crate::tail::{tail_len, PartCutter, Segment, Tails};
 
 /// The size of every part but an upload's last: S3's minimum is 5 MiB and its maximum part
 /// count 10 000; 8 MiB (what the AWS CLI uses) allows blobs of up to 78 GiB.
 pub const PART_SIZE: u64 = 8 * 1024 * 1024;
 
-/// S3's most parts in one multipart upload.
+/// S3's (and R2's) most parts in one multipart upload.
 const MAX_PARTS: usize = 10_000;
 
 /// The largest object one `CopyObject` copies; larger ones are copied in parts.
@@ -61,7 +60,7 @@ const PART_ATTEMPTS: u32 = 3;
 const REQUEST_SIGNATURE_TTL: Duration = Duration::from_secs(15 * 60);
 
 /// Where the bucket is and how to sign for it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct S3Config {
     /// The service's base URL, e.g. `https://s3.eu-central-1.amazonaws.com` or
     /// `https://<account>.r2.cloudflarestorage.com`.
@@ -81,6 +80,18 @@ pub struct S3Config {
     pub tail_ttl: Duration,
 }
 
+/// Never prints the keys.
+impl std::fmt::Debug for S3Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Config")
+            .field("endpoint", &self.endpoint)
+            .field("bucket", &self.bucket)
+            .field("region", &self.region)
+            .field("path_style", &self.path_style)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Why an [`S3Config`] cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -97,32 +108,66 @@ pub struct S3Store {
     config: S3Config,
 }
 
-/// An upload in progress, as kept in the upload session.
+/// An upload in progress in parts of [`PART_SIZE`], as kept in the upload session: this store's
+/// and the Worker's R2 store's.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-struct Handle {
-    id: String,
-    /// The S3 multipart upload, created with the first whole part.
+pub struct MultipartHandle {
+    pub id: String,
+    /// The multipart upload, created with the first whole part.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    multipart: Option<String>,
+    pub multipart: Option<String>,
     /// The `ETag`s of the uploaded parts (part `n` is entry `n - 1`), each [`PART_SIZE`] bytes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    etags: Vec<String>,
+    pub etags: Vec<String>,
     /// The unaligned tail, in `Kv`, in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    segments: Vec<Segment>,
+    pub segments: Vec<Segment>,
 }
 
-impl Handle {
-    fn parse(text: &str) -> Result<Self, StoreError> {
+impl MultipartHandle {
+    /// A fresh upload's handle, encoded.
+    pub fn begin(upload_id: &str) -> String {
+        Self {
+            id: upload_id.to_owned(),
+            ..Self::default()
+        }
+        .encode()
+    }
+
+    pub fn parse(text: &str) -> Result<Self, StoreError> {
         serde_json::from_str(text).map_err(|_| StoreError::NotFound(format!("upload {text:?}")))
     }
 
-    fn encode(&self) -> String {
+    pub fn encode(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()
     }
 
-    fn stored(&self) -> u64 {
+    /// The bytes stored so far: whole parts and the tail.
+    pub fn stored(&self) -> u64 {
         self.etags.len() as u64 * PART_SIZE + tail_len(&self.segments)
+    }
+
+    /// `Refused` unless `stored` is what the upload holds (the core's offset check).
+    pub fn check_stored(&self, stored: u64) -> Result<(), StoreError> {
+        if self.stored() == stored {
+            Ok(())
+        } else {
+            Err(StoreError::Refused(format!(
+                "upload holds {} bytes, not {stored}",
+                self.stored()
+            )))
+        }
+    }
+
+    /// `Refused` when one more whole part would leave no part number for the last one.
+    pub fn check_room(&self, service: &str) -> Result<(), StoreError> {
+        if self.etags.len() + 1 >= MAX_PARTS {
+            return Err(StoreError::Refused(format!(
+                "a blob on {service} holds at most {} bytes here",
+                (MAX_PARTS as u64 - 1) * PART_SIZE
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -567,7 +612,11 @@ impl S3Store {
     /// Makes the multipart upload of `handle` the object `uploads/<id>`: uploads the tail as the
     /// last part and completes. An upload completed before (by `read_upload`, or by a finish that
     /// was interrupted before its copy) is found by its size and left as it is.
-    async fn complete_upload(&self, handle: &Handle, multipart: &str) -> Result<(), StoreError> {
+    async fn complete_upload(
+        &self,
+        handle: &MultipartHandle,
+        multipart: &str,
+    ) -> Result<(), StoreError> {
         let key = upload_key(&handle.id);
         if self.object_size(&key).await? == Some(handle.stored()) {
             return Ok(());
@@ -634,7 +683,7 @@ impl S3Store {
 
     /// Best effort: the multipart upload of a blob that turned out to be stored already, and its
     /// completed object if `read_upload` made one (what is left is garbage, never visible).
-    async fn abort_upload_objects(&self, handle: &Handle, multipart: &str) {
+    async fn abort_upload_objects(&self, handle: &MultipartHandle, multipart: &str) {
         let key = upload_key(&handle.id);
         if let Err(e) = self.abort_multipart(&key, multipart).await {
             tracing::warn!(error = %e, key, "multipart upload left behind");
@@ -727,11 +776,7 @@ impl MultipartListing {
 impl BlobStore for S3Store {
     async fn begin_upload(&self, upload_id: &str) -> Result<String, StoreError> {
         // Nothing to ask S3 yet: most blobs are smaller than one part and become one PutObject.
-        Ok(Handle {
-            id: upload_id.to_owned(),
-            ..Handle::default()
-        }
-        .encode())
+        Ok(MultipartHandle::begin(upload_id))
     }
 
     async fn append(
@@ -740,61 +785,37 @@ impl BlobStore for S3Store {
         offset: u64,
         mut bytes: ByteStream,
     ) -> Result<String, StoreError> {
-        let mut handle = Handle::parse(handle)?;
-        if handle.stored() != offset {
-            return Err(StoreError::Refused(format!(
-                "upload holds {} bytes, not {offset}",
-                handle.stored()
-            )));
-        }
-        let part_size = usize::try_from(PART_SIZE).unwrap_or(usize::MAX);
+        let mut handle = MultipartHandle::parse(handle)?;
+        handle.check_stored(offset)?;
         let key = upload_key(&handle.id);
-        let mut planner = PartPlanner::new(PART_SIZE, tail_len(&handle.segments));
         // This request's bytes after the stored tail: at most one part in memory.
-        let mut part = BytesMut::new();
+        let mut cutter = PartCutter::new(PART_SIZE, tail_len(&handle.segments));
         while let Some(chunk) = bytes.next().await {
-            let mut chunk = chunk?;
-            for cut in planner.cut(chunk.len() as u64) {
-                if part.capacity() == 0 {
-                    part.reserve(part_size);
-                }
-                let (Cut::CompletesPart { len } | Cut::ExtendsTail { len }) = cut;
-                let len = usize::try_from(len).unwrap_or(usize::MAX).min(chunk.len());
-                part.extend_from_slice(&chunk.split_to(len));
-                if let Cut::CompletesPart { .. } = cut {
-                    if handle.etags.len() + 1 >= MAX_PARTS {
-                        return Err(StoreError::Refused(format!(
-                            "a blob on S3 holds at most {} bytes here",
-                            (MAX_PARTS as u64 - 1) * PART_SIZE
-                        )));
+            for fresh in cutter.push(chunk?) {
+                handle.check_room("S3")?;
+                let whole = self.tails.complete_part(&handle.segments, fresh).await?;
+                let multipart = match &handle.multipart {
+                    Some(id) => id.clone(),
+                    None => {
+                        let id = self.create_multipart(&key).await?;
+                        handle.multipart = Some(id.clone());
+                        id
                     }
-                    let whole = self
-                        .tails
-                        .complete_part(&handle.segments, std::mem::take(&mut part))
-                        .await?;
-                    let multipart = match &handle.multipart {
-                        Some(id) => id.clone(),
-                        None => {
-                            let id = self.create_multipart(&key).await?;
-                            handle.multipart = Some(id.clone());
-                            id
-                        }
-                    };
-                    let number = handle.etags.len() + 1;
-                    let etag = self
-                        .upload_part(&key, &multipart, number, whole)
-                        .await?
-                        .ok_or_else(|| {
-                            StoreError::NotFound(format!("multipart upload of {}", handle.id))
-                        })?;
-                    handle.etags.push(etag);
-                    handle.segments.clear();
-                }
+                };
+                let number = handle.etags.len() + 1;
+                let etag = self
+                    .upload_part(&key, &multipart, number, whole)
+                    .await?
+                    .ok_or_else(|| {
+                        StoreError::NotFound(format!("multipart upload of {}", handle.id))
+                    })?;
+                handle.etags.push(etag);
+                handle.segments.clear();
             }
         }
         let stored = handle.stored();
         self.tails
-            .save(&handle.id, &mut handle.segments, stored, part.freeze())
+            .save(&handle.id, &mut handle.segments, stored, cutter.rest())
             .await?;
         Ok(handle.encode())
     }
@@ -805,13 +826,8 @@ impl BlobStore for S3Store {
         digest: &Digest,
         size: u64,
     ) -> Result<String, StoreError> {
-        let handle = Handle::parse(handle)?;
-        if handle.stored() != size {
-            return Err(StoreError::Refused(format!(
-                "upload holds {} bytes, not {size}",
-                handle.stored()
-            )));
-        }
+        let handle = MultipartHandle::parse(handle)?;
+        handle.check_stored(size)?;
         let target = blob_key(digest);
         match (&handle.multipart, handle.etags.is_empty()) {
             (Some(multipart), false) => {
@@ -854,7 +870,7 @@ impl BlobStore for S3Store {
     }
 
     async fn read_upload(&self, handle: &str, len: u64) -> Result<Body, StoreError> {
-        let handle = Handle::parse(handle)?;
+        let handle = MultipartHandle::parse(handle)?;
         let range = (len > 0 && len < handle.stored()).then(|| ByteRange {
             start: 0,
             end: len - 1,
@@ -875,7 +891,7 @@ impl BlobStore for S3Store {
     }
 
     async fn abort_upload(&self, handle: &str) -> Result<(), StoreError> {
-        let handle = Handle::parse(handle)?;
+        let handle = MultipartHandle::parse(handle)?;
         if let Some(multipart) = &handle.multipart {
             let key = upload_key(&handle.id);
             self.abort_multipart(&key, multipart).await?;
@@ -957,7 +973,7 @@ mod tests {
 
     #[test]
     fn a_handle_counts_parts_and_tail_and_round_trips() {
-        let handle = Handle {
+        let handle = MultipartHandle {
             id: "u".into(),
             multipart: Some("m".into()),
             etags: vec!["\"a\"".into(), "\"b\"".into()],
@@ -967,10 +983,13 @@ mod tests {
             }],
         };
         assert_eq!(handle.stored(), 2 * PART_SIZE + 5);
-        assert_eq!(Handle::parse(&handle.encode()).expect("round trip"), handle);
-        let fresh = Handle {
+        assert_eq!(
+            MultipartHandle::parse(&handle.encode()).expect("round trip"),
+            handle
+        );
+        let fresh = MultipartHandle {
             id: "u".into(),
-            ..Handle::default()
+            ..MultipartHandle::default()
         };
         assert_eq!(fresh.encode(), r#"{"id":"u"}"#);
     }

@@ -19,20 +19,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::StreamExt;
 use http::{header, HeaderMap, Method, Request, StatusCode};
 use serde::{Deserialize, Serialize};
 
 use openregistry::body::{Body, ByteStream};
 use openregistry::digest::Digest;
-use openregistry::planner::{Cut, PartPlanner};
 use openregistry::ports::{
     BlobStore, ChunkLimits, HttpClient, Kv, StoreError, Timeout, Unavailable,
 };
 use openregistry::range::ByteRange;
 
-use crate::tail::{tail_len, Segment, Tails};
+use crate::tail::{tail_len, PartCutter, Segment, Tails};
 
 /// Every TUS PATCH but an upload's last must be a multiple of this (skyd's erasure-coded chunk).
 pub const TUS_ALIGN: u64 = 41_943_040;
@@ -343,35 +342,19 @@ impl BlobStore for SkynetStore {
                 handle.stored()
             )));
         }
-        let align = usize::try_from(TUS_ALIGN).unwrap_or(usize::MAX);
         // Which bytes complete a piece and which extend the tail: the core's part planner.
-        let mut planner = PartPlanner::new(TUS_ALIGN, handle.tail_len());
-        // The piece being assembled: this request's new bytes, which follow the stored tail. One
-        // allocation of one piece; the tail is moved in front only when the piece is complete.
-        let mut piece = BytesMut::new();
+        let mut cutter = PartCutter::new(TUS_ALIGN, handle.tail_len());
         while let Some(chunk) = bytes.next().await {
-            let mut chunk = chunk?;
-            for cut in planner.cut(chunk.len() as u64) {
-                if piece.capacity() == 0 {
-                    piece.reserve(align);
-                }
-                let (Cut::CompletesPart { len } | Cut::ExtendsTail { len }) = cut;
-                let len = usize::try_from(len).unwrap_or(usize::MAX).min(chunk.len());
-                piece.extend_from_slice(&chunk.split_to(len));
-                if let Cut::CompletesPart { .. } = cut {
-                    let complete = self
-                        .tails
-                        .complete_part(&handle.segments, std::mem::take(&mut piece))
-                        .await?;
-                    let url = self.upload_piece(complete).await?;
-                    handle.parts.push(url);
-                    handle.segments.clear();
-                }
+            for fresh in cutter.push(chunk?) {
+                let complete = self.tails.complete_part(&handle.segments, fresh).await?;
+                let url = self.upload_piece(complete).await?;
+                handle.parts.push(url);
+                handle.segments.clear();
             }
         }
         let stored = handle.stored();
         self.tails
-            .save(&handle.id, &mut handle.segments, stored, piece.freeze())
+            .save(&handle.id, &mut handle.segments, stored, cutter.rest())
             .await?;
         Ok(handle.encode())
     }

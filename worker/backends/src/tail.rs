@@ -3,6 +3,8 @@
 //! complete a part wait here, as write-once segments no larger than the host's value limit, until
 //! a later request completes the part or the upload finishes.
 //!
+//! [`PartCutter`] moves a request's bytes as the core's part planner cuts them.
+//!
 //! Segment keys name their content (the upload, the offset and a SHA-256 prefix): a client that
 //! rewinds and re-sends other bytes writes other keys, so a key never holds two different values,
 //! which is what makes an eventually consistent `Kv` (Cloudflare's) safe here.
@@ -14,6 +16,7 @@ use bytes::{Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
 
+use openregistry::planner::{Cut, PartPlanner};
 use openregistry::ports::{Kv, StoreError, Unavailable};
 
 /// One tail segment: a `Kv` key and the length of the value written there.
@@ -31,6 +34,49 @@ pub struct Tails {
     prefix: &'static str,
     /// How long segments live (as long as an upload session).
     ttl: Duration,
+}
+
+/// Moves one request's bytes as the core's part planner cuts them: [`PartCutter::push`] hands
+/// back the fresh bytes of each part a chunk completes (the stored tail still goes in front of
+/// the first: [`Tails::complete_part`]), [`PartCutter::rest`] the bytes that extend the tail.
+/// One buffer of one part, allocated when the first byte arrives.
+pub struct PartCutter {
+    planner: PartPlanner,
+    part_size: usize,
+    part: BytesMut,
+}
+
+impl PartCutter {
+    /// A cutter for parts of `part_size` bytes over an upload whose tail holds `stored_tail`.
+    pub fn new(part_size: u64, stored_tail: u64) -> Self {
+        Self {
+            planner: PartPlanner::new(part_size, stored_tail),
+            part_size: usize::try_from(part_size).unwrap_or(usize::MAX),
+            part: BytesMut::new(),
+        }
+    }
+
+    /// Takes the next chunk of the request; returns the parts it completes, in order.
+    pub fn push(&mut self, mut chunk: Bytes) -> Vec<BytesMut> {
+        let mut complete = Vec::new();
+        for cut in self.planner.cut(chunk.len() as u64) {
+            if self.part.capacity() == 0 {
+                self.part.reserve(self.part_size);
+            }
+            let (Cut::CompletesPart { len } | Cut::ExtendsTail { len }) = cut;
+            let len = usize::try_from(len).unwrap_or(usize::MAX).min(chunk.len());
+            self.part.extend_from_slice(&chunk.split_to(len));
+            if let Cut::CompletesPart { .. } = cut {
+                complete.push(std::mem::take(&mut self.part));
+            }
+        }
+        complete
+    }
+
+    /// The request's bytes after its last complete part: the tail's extension.
+    pub fn rest(self) -> Bytes {
+        self.part.freeze()
+    }
 }
 
 /// The number of bytes the segments hold.

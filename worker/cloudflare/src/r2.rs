@@ -15,26 +15,20 @@
 
 use std::rc::Rc;
 
-use bytes::BytesMut;
 use futures_util::StreamExt;
-use serde::{Deserialize, Serialize};
 use worker::{Bucket, Range, ResponseBody, UploadedPart};
 
 use openregistry::body::{Body, ByteStream};
 use openregistry::digest::Digest;
-use openregistry::planner::{Cut, PartPlanner};
 use openregistry::ports::{BlobStore, ChunkLimits, StoreError, Unavailable};
 use openregistry::range::ByteRange;
-use openregistry_backends::tail::{tail_len, Segment, Tails};
-use openregistry_backends::{valid_s3_locator, S3Store, PART_SIZE};
+use openregistry_backends::tail::{tail_len, PartCutter, Tails};
+use openregistry_backends::{valid_s3_locator, MultipartHandle, S3Store, PART_SIZE};
 
 use crate::streams::from_js;
 
 /// The R2 bucket binding that holds blob bytes.
 pub const R2_BINDING: &str = "BLOBS";
-
-/// R2's most parts in one multipart upload.
-const MAX_PARTS: usize = 10_000;
 
 /// The blob store.
 pub struct R2Store {
@@ -44,35 +38,9 @@ pub struct R2Store {
     presigner: Option<S3Store>,
 }
 
-/// An upload in progress, as kept in the upload session.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-struct Handle {
-    id: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    multipart: Option<String>,
-    /// The `ETag`s of the uploaded parts (part `n` is entry `n - 1`), each [`PART_SIZE`] bytes.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    etags: Vec<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    segments: Vec<Segment>,
-}
-
-impl Handle {
-    fn parse(text: &str) -> Result<Self, StoreError> {
-        serde_json::from_str(text).map_err(|_| StoreError::NotFound(format!("upload {text:?}")))
-    }
-
-    fn encode(&self) -> String {
-        serde_json::to_string(self).unwrap_or_default()
-    }
-
-    fn stored(&self) -> u64 {
-        self.etags.len() as u64 * PART_SIZE + tail_len(&self.segments)
-    }
-
-    fn key(&self) -> String {
-        format!("uploads/{}", self.id)
-    }
+/// The key a multi-part upload completes at: its locator.
+fn upload_key(handle: &MultipartHandle) -> String {
+    format!("uploads/{}", handle.id)
 }
 
 fn r2_error(what: &str, error: worker::Error) -> StoreError {
@@ -119,11 +87,7 @@ impl R2Store {
 #[async_trait::async_trait(?Send)]
 impl BlobStore for R2Store {
     async fn begin_upload(&self, upload_id: &str) -> Result<String, StoreError> {
-        Ok(Handle {
-            id: upload_id.to_owned(),
-            ..Handle::default()
-        }
-        .encode())
+        Ok(MultipartHandle::begin(upload_id))
     }
 
     async fn append(
@@ -132,61 +96,37 @@ impl BlobStore for R2Store {
         offset: u64,
         mut bytes: ByteStream,
     ) -> Result<String, StoreError> {
-        let mut handle = Handle::parse(handle)?;
-        if handle.stored() != offset {
-            return Err(StoreError::Refused(format!(
-                "upload holds {} bytes, not {offset}",
-                handle.stored()
-            )));
-        }
-        let part_size = usize::try_from(PART_SIZE).unwrap_or(usize::MAX);
-        let key = handle.key();
-        let mut planner = PartPlanner::new(PART_SIZE, tail_len(&handle.segments));
-        let mut part = BytesMut::new();
+        let mut handle = MultipartHandle::parse(handle)?;
+        handle.check_stored(offset)?;
+        let key = upload_key(&handle);
+        let mut cutter = PartCutter::new(PART_SIZE, tail_len(&handle.segments));
         while let Some(chunk) = bytes.next().await {
-            let mut chunk = chunk?;
-            for cut in planner.cut(chunk.len() as u64) {
-                if part.capacity() == 0 {
-                    part.reserve(part_size);
-                }
-                let (Cut::CompletesPart { len } | Cut::ExtendsTail { len }) = cut;
-                let len = usize::try_from(len).unwrap_or(usize::MAX).min(chunk.len());
-                part.extend_from_slice(&chunk.split_to(len));
-                if let Cut::CompletesPart { .. } = cut {
-                    if handle.etags.len() + 1 >= MAX_PARTS {
-                        return Err(StoreError::Refused(format!(
-                            "a blob on R2 holds at most {} bytes here",
-                            (MAX_PARTS as u64 - 1) * PART_SIZE
-                        )));
+            for fresh in cutter.push(chunk?) {
+                handle.check_room("R2")?;
+                let whole = self.tails.complete_part(&handle.segments, fresh).await?;
+                let multipart = match &handle.multipart {
+                    Some(id) => id.clone(),
+                    None => {
+                        let upload = self
+                            .bucket
+                            .create_multipart_upload(key.clone())
+                            .execute()
+                            .await
+                            .map_err(|e| r2_error("starting a multipart upload", e))?;
+                        let id = upload.upload_id().await;
+                        handle.multipart = Some(id.clone());
+                        id
                     }
-                    let whole = self
-                        .tails
-                        .complete_part(&handle.segments, std::mem::take(&mut part))
-                        .await?;
-                    let multipart = match &handle.multipart {
-                        Some(id) => id.clone(),
-                        None => {
-                            let upload = self
-                                .bucket
-                                .create_multipart_upload(key.clone())
-                                .execute()
-                                .await
-                                .map_err(|e| r2_error("starting a multipart upload", e))?;
-                            let id = upload.upload_id().await;
-                            handle.multipart = Some(id.clone());
-                            id
-                        }
-                    };
-                    let number = handle.etags.len() + 1;
-                    let etag = self.upload_part(&key, &multipart, number, &whole).await?;
-                    handle.etags.push(etag);
-                    handle.segments.clear();
-                }
+                };
+                let number = handle.etags.len() + 1;
+                let etag = self.upload_part(&key, &multipart, number, &whole).await?;
+                handle.etags.push(etag);
+                handle.segments.clear();
             }
         }
         let stored = handle.stored();
         self.tails
-            .save(&handle.id, &mut handle.segments, stored, part.freeze())
+            .save(&handle.id, &mut handle.segments, stored, cutter.rest())
             .await?;
         Ok(handle.encode())
     }
@@ -197,17 +137,12 @@ impl BlobStore for R2Store {
         digest: &Digest,
         size: u64,
     ) -> Result<String, StoreError> {
-        let handle = Handle::parse(handle)?;
-        if handle.stored() != size {
-            return Err(StoreError::Refused(format!(
-                "upload holds {} bytes, not {size}",
-                handle.stored()
-            )));
-        }
+        let handle = MultipartHandle::parse(handle)?;
+        handle.check_stored(size)?;
         let tail = self.tails.load(&handle.segments).await?;
         let locator = match (&handle.multipart, handle.etags.is_empty()) {
             (Some(multipart), false) => {
-                let key = handle.key();
+                let key = upload_key(&handle);
                 // Completed by an earlier finish that failed after it: nothing left to do.
                 let done = self
                     .bucket
@@ -248,7 +183,7 @@ impl BlobStore for R2Store {
                 if let Some(multipart) = multipart {
                     if let Ok(upload) = self
                         .bucket
-                        .resume_multipart_upload(handle.key(), multipart.clone())
+                        .resume_multipart_upload(upload_key(&handle), multipart.clone())
                     {
                         let _ = upload.abort().await;
                     }
@@ -267,7 +202,7 @@ impl BlobStore for R2Store {
     }
 
     async fn read_upload(&self, handle: &str, len: u64) -> Result<Body, StoreError> {
-        let handle = Handle::parse(handle)?;
+        let handle = MultipartHandle::parse(handle)?;
         if !handle.etags.is_empty() {
             // Parts cannot be read before the upload completes; the core then verifies the
             // finished blob, whose key is this upload's own, so a bad one replaces nothing.
@@ -281,11 +216,11 @@ impl BlobStore for R2Store {
     }
 
     async fn abort_upload(&self, handle: &str) -> Result<(), StoreError> {
-        let handle = Handle::parse(handle)?;
+        let handle = MultipartHandle::parse(handle)?;
         if let Some(multipart) = &handle.multipart {
             let upload = self
                 .bucket
-                .resume_multipart_upload(handle.key(), multipart.clone())
+                .resume_multipart_upload(upload_key(&handle), multipart.clone())
                 .map_err(|e| r2_error("resuming a multipart upload", e))?;
             // Already completed or aborted is fine.
             let _ = upload.abort().await;
