@@ -89,7 +89,7 @@ class S3Server(ChildProcess):
 
     # -- lifecycle -----------------------------------------------------------
 
-    def start(self, timeout: float = 30.0) -> "S3Server":
+    def start(self, timeout: float = 90.0) -> "S3Server":
         if self.running():
             return self
         self.port = self.port or _free_port()
@@ -104,9 +104,12 @@ class S3Server(ChildProcess):
             if not self.running():
                 raise S3StartError(f"the S3 server exited:\n{self.log_tail()}")
             try:
-                requests.get(self.url, timeout=2)
+                # moto imports its S3 backend on the first request: on a busy
+                # machine that first answer can take seconds, so a slow answer
+                # is waited for like a refused connection.
+                requests.get(self.url, timeout=10)
                 return self
-            except requests.ConnectionError:
+            except requests.RequestException:
                 time.sleep(0.1)
         self.stop()
         raise S3StartError(f"the S3 server did not answer within {timeout}s:\n{self.log_tail()}")
