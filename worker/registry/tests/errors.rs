@@ -350,7 +350,17 @@ fn every_error_code_answers_with_the_oci_error_envelope_and_its_status() {
         (
             call(
                 Method::GET,
-                format!("{}.999", patched.rsplit_once('.').expect("seq").0),
+                // A state far ahead of any written, without the time it was saved.
+                format!(
+                    "{}.999",
+                    patched
+                        .split(".t")
+                        .next()
+                        .expect("location")
+                        .rsplit_once('.')
+                        .expect("seq")
+                        .0
+                ),
             ),
             StatusCode::SERVICE_UNAVAILABLE,
             "UNAVAILABLE",

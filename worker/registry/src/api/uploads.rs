@@ -274,7 +274,7 @@ impl Registry {
         };
         let id = self.new_upload_id();
         let handle = self.ports.blobs.begin_upload(&id).await?;
-        let session = UploadSession {
+        let mut session = UploadSession {
             id,
             repository: repo.to_string(),
             offset: 0,
@@ -282,13 +282,15 @@ impl Registry {
             store_handle: handle,
             seq: 0,
             started_at_ms: self.now_ms(),
+            saved_at_ms: 0,
             ended: false,
             subject: claims.map(|c| c.sub.clone()),
         };
         session::save(
             self.ports.kv.as_ref(),
-            &session,
+            &mut session,
             self.config.upload_session_ttl,
+            self.now_ms(),
         )
         .await?;
         events.push(Event::UploadStarted {
@@ -369,7 +371,7 @@ impl Registry {
             // not visible yet, so no key is ever written twice.
             Loaded::Behind(previous) => Err(RegistryError::UploadRangeInvalid {
                 offset: previous.offset,
-                location: Some(format!("{}.{}", previous.location(), previous.seq + 2)),
+                location: Some(previous.location_saving_next_at(previous.seq + 2)),
             }),
         }
     }
@@ -383,12 +385,25 @@ impl Registry {
         subject: Option<&str>,
     ) -> Result<Loaded, RegistryError> {
         let reference = SessionRef::parse(reference)?;
-        let loaded = session::load(self.ports.kv.as_ref(), repo, &reference).await?;
+        let loaded = session::load(
+            self.ports.kv.as_ref(),
+            repo,
+            &reference,
+            self.now_ms(),
+            self.config.upload_session_ttl,
+        )
+        .await?;
         let (Loaded::Current(session) | Loaded::Behind(session)) = &loaded;
         if !self
             .policy
             .may_use_upload(session.subject.as_deref(), subject)
         {
+            return Err(RegistryError::BlobUploadUnknown);
+        }
+        if session.is_expired(self.now_ms(), self.config.upload_session_ttl) {
+            // Past its lifetime the upload is gone, even where the store keeps keys longer (Spin
+            // KV has no expiry; Workers KV rounds up to a minute): its partial data goes too.
+            self.discard(&session.store_handle).await;
             return Err(RegistryError::BlobUploadUnknown);
         }
         Ok(loaded)
@@ -448,8 +463,9 @@ impl Registry {
         session.seq += 1;
         session::save(
             self.ports.kv.as_ref(),
-            &session,
+            &mut session,
             self.config.upload_session_ttl,
+            self.now_ms(),
         )
         .await?;
         Ok(self.session_response(StatusCode::ACCEPTED, &session))
@@ -521,6 +537,7 @@ impl Registry {
             self.ports.kv.as_ref(),
             &session,
             self.config.upload_session_ttl,
+            self.now_ms(),
         )
         .await;
         outcome?;
@@ -602,6 +619,7 @@ impl Registry {
             self.ports.kv.as_ref(),
             &session,
             self.config.upload_session_ttl,
+            self.now_ms(),
         )
         .await?;
         Ok(response(
