@@ -167,8 +167,11 @@ DISTRIBUTION_FILESYSTEM = """\
 """
 
 # Distribution's S3 driver (s3aws) on the benchmark's S3 server, path-style, in its default
-# 10 MiB chunks.
+# 10 MiB chunks; pulls stream through the registry, as OpenRegistry's do without
+# OPENREGISTRY_BLOB_REDIRECT (Distribution redirects to the bucket by default).
 DISTRIBUTION_S3 = """\
+  redirect:
+    disable: true
   s3:
     region: {region}
     regionendpoint: {endpoint}
@@ -221,6 +224,10 @@ class Distribution(Server):
         for key in list(env):
             if key.startswith("REGISTRY_"):
                 del env[key]
+        # aws-sdk-go (the s3aws driver) panics at start when AWS_CA_BUNDLE is set, as it is on
+        # some machines ("HTTPClient's transport unsupported type"); the S3 server here is plain
+        # HTTP, so no CA bundle is needed.
+        env.pop("AWS_CA_BUNDLE", None)
         return env
 
 

@@ -6,6 +6,8 @@ part boundaries included, and cancelled or refused uploads leave no blob behind.
 from __future__ import annotations
 
 import hashlib
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -63,3 +65,43 @@ def test_a_bad_digest_keeps_nothing_and_a_sha512_upload_is_verified(client, repo
     r = client.finish_upload(client.location(r), sha512)
     assert r.status_code == 201, r.text
     assert client.get_blob(repo, sha512) == data
+
+
+def r2_object_keys(server) -> list[str]:
+    """The keys in Miniflare's R2 simulation of the bucket (its SQLite index under --persist)."""
+    import sqlite3
+    keys: list[str] = []
+    for db in sorted((server.data_dir / "r2").rglob("*.sqlite")):
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        try:
+            tables = {row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if "_mf_objects" in tables:
+                keys += [row[0] for row in con.execute("SELECT key FROM _mf_objects")]
+        finally:
+            con.close()
+    return sorted(keys)
+
+
+def test_concurrent_pushes_of_one_blob_leave_one_object(registry_factory, repo):
+    # R2 keeps each multi-part upload's object (a blob's bytes are only whole at the end); the
+    # pushes that lose the race to commit delete their copy.
+    server = registry_factory("r2-once")
+    data = blob(2 * PART + 3, 12)
+    digest = sha256_digest(data)
+    pushers = 4
+    all_sent = threading.Barrier(pushers)
+
+    def push(i: int) -> int:
+        client = OciClient(server.base_url)
+        location = client.start_upload(f"{repo}-{i}")
+        r = client.patch_chunk(location, data, 0)
+        assert r.status_code == 202, r.text
+        all_sent.wait(timeout=60)  # every upload holds the whole blob; now all finish at once
+        return client.finish_upload(client.location(r), digest).status_code
+
+    with ThreadPoolExecutor(pushers) as pool:
+        assert list(pool.map(push, range(pushers))) == [201] * pushers
+    keys = [k for k in r2_object_keys(server) if k.startswith(("uploads/", "blobs/"))]
+    assert len(keys) == 1, keys
+    for i in range(pushers):
+        assert OciClient(server.base_url).get_blob(f"{repo}-{i}", digest) == data

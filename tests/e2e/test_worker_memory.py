@@ -7,6 +7,10 @@ It checks that memory stays under a bound and does not grow with the bytes moved
 upload peaks no higher than the 200 MiB push, within a margin: WASM memory and the runtime's
 buffers settle at one 40 MiB Skynet piece's worth), and writes the numbers to $E2E_MEASURE_OUT
 (JSON) when set.
+
+A second test pushes a layer into the R2 binding (Miniflare's R2 simulation, inside the same
+workerd) in 64 MiB PATCHes, as a client under the Workers' 100 MB body limit does, and pulls it
+back: E2E_MEMORY_LAYER_MIB sets its size (CI: 256; the note's figure: 1024).
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ pytestmark = [
     pytest.mark.skipif(not CLOUDFLARE, reason="measures workerd (E2E_HOST=cloudflare)"),
 ]
 
+R2_LAYER = int(os.environ.get("E2E_MEMORY_LAYER_MIB", "256")) * MIB
+R2_CHUNK = 64 * MIB
 SKOPEO = os.environ.get("SKOPEO") or shutil.which("skopeo") or "/usr/bin/skopeo"
 # Growth allowed from the 200 MiB push to the 400 MiB upload: allocator and GC noise, not a leak.
 SIZE_MARGIN_MIB = 32
@@ -156,5 +162,85 @@ def test_workerd_memory_stays_flat_during_a_200_mib_push_and_pull_and_a_400_mib_
             json.dump({"numbers": numbers, "push_series_kib": push.samples, "pull_series_kib": pull.samples}, f)
 
     assert stream.peak_kib() <= max(push.peak_kib(), pull.peak_kib()) + SIZE_MARGIN_MIB * 1024, numbers
+    assert push.peak_kib() - idle <= GROWTH_BOUND_MIB * 1024, numbers
+    assert pull.peak_kib() - idle <= GROWTH_BOUND_MIB * 1024, numbers
+
+
+def test_workerd_memory_stays_flat_during_a_chunked_push_and_pull_through_r2(registry_factory):
+    server = registry_factory("memory-r2")
+    pid = server.proc.pid
+    client = OciClient(server.base_url)
+    client.push_image("mem/warm", "v1", layers=[os.urandom(MIB), b"small"])
+    idle = workerd_rss_kib(pid)
+    assert idle, "no workerd process under the harness"
+
+    block = os.urandom(MIB)
+
+    def piece(i: int) -> bytes:
+        return i.to_bytes(4, "big") + block[4:]
+
+    hasher = hashlib.sha256()
+    for i in range(R2_LAYER // MIB):
+        hasher.update(piece(i))
+    digest = "sha256:" + hasher.hexdigest()
+
+    class ChunkBody:
+        """A PATCH body of whole MiB pieces made on demand, with a length (Content-Length)."""
+
+        def __init__(self, first_mib: int, mibs: int):
+            self.next, self.end, self.buffered, self.left = first_mib, first_mib + mibs, b"", mibs * MIB
+
+        def __len__(self):
+            return self.left
+
+        def read(self, size: int = -1) -> bytes:
+            if not self.buffered and self.next < self.end:
+                self.buffered, self.next = piece(self.next), self.next + 1
+            size = len(self.buffered) if size is None or size < 0 else size
+            out, self.buffered = self.buffered[:size], self.buffered[size:]
+            self.left -= len(out)
+            return out
+
+    t0 = time.monotonic()
+    marks = []
+    with Sampler(pid) as push:
+        location = client.start_upload("mem/r2")
+        for start in range(0, R2_LAYER, R2_CHUNK):
+            length = min(R2_CHUNK, R2_LAYER - start)
+            r = client.patch(location, data=ChunkBody(start // MIB, length // MIB), headers={
+                "Content-Type": "application/octet-stream",
+                "Content-Range": f"{start}-{start + length - 1}"})
+            assert r.status_code == 202, r.content[:300]
+            location = client.location(r)
+            marks.append(push.peak_kib())
+        r = client.finish_upload(location, digest)
+        assert r.status_code == 201, r.content[:300]
+    push_s = time.monotonic() - t0
+
+    t0 = time.monotonic()
+    pulled = hashlib.sha256()
+    with Sampler(pid) as pull:
+        with client.get(f"/v2/mem/r2/blobs/{digest}", stream=True) as r:
+            assert r.status_code == 200, r.status_code
+            for part in r.iter_content(MIB):
+                pulled.update(part)
+    pull_s = time.monotonic() - t0
+    assert "sha256:" + pulled.hexdigest() == digest
+    client.close()
+
+    numbers = {
+        "layer_mib": R2_LAYER // MIB,
+        "workerd_rss_idle_mib": round(idle / 1024, 1),
+        "workerd_rss_peak_after_first_chunk_mib": round(marks[0] / 1024, 1),
+        "workerd_rss_peak_push_mib": round(push.peak_kib() / 1024, 1),
+        "workerd_rss_peak_pull_mib": round(pull.peak_kib() / 1024, 1),
+        "push_mib_per_s": round(R2_LAYER / MIB / push_s, 1),
+        "pull_mib_per_s": round(R2_LAYER / MIB / pull_s, 1),
+        "wasm_memory_mib": max((int(m) for m in re.findall(r"WASM memory grew to (\d+) MiB", server.log_tail(200_000))),
+                               default=None),
+    }
+    print("\nworkerd memory on R2:", json.dumps(numbers))
+    # Flat: the whole push peaks no higher than its first two chunks did, within the margin.
+    assert push.peak_kib() <= marks[min(1, len(marks) - 1)] + SIZE_MARGIN_MIB * 1024, numbers
     assert push.peak_kib() - idle <= GROWTH_BOUND_MIB * 1024, numbers
     assert pull.peak_kib() - idle <= GROWTH_BOUND_MIB * 1024, numbers

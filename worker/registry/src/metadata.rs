@@ -109,7 +109,8 @@ impl<'a> Metadata<'a> {
             .transpose()
     }
 
-    /// Records a verified blob and links it to `repo`, in one transaction.
+    /// Records a verified blob and links it to `repo`, in one transaction; returns the locator
+    /// the registry keeps for it: `locator`, or another upload's when that one committed first.
     pub async fn commit_blob(
         &self,
         repo: &RepoName,
@@ -117,8 +118,9 @@ impl<'a> Metadata<'a> {
         size: u64,
         locator: &str,
         now_ms: u64,
-    ) -> Result<(), RegistryError> {
-        self.sql
+    ) -> Result<String, RegistryError> {
+        let results = self
+            .sql
             .batch(vec![
                 ensure_repository(repo, now_ms),
                 Statement::new(
@@ -130,9 +132,15 @@ impl<'a> Metadata<'a> {
                 .bind(locator)
                 .bind(now_ms),
                 link_statement(repo, digest, now_ms),
+                Statement::new("SELECT locator FROM blobs WHERE digest = $1").bind(digest.as_str()),
             ])
             .await?;
-        Ok(())
+        match results.last().and_then(|rows| rows.first()) {
+            Some(row) => Ok(row.text(0)?),
+            None => Err(RegistryError::Internal(format!(
+                "blob {digest} is not recorded after its commit"
+            ))),
+        }
     }
 
     /// Links an already stored blob to `repo`.

@@ -162,19 +162,21 @@ impl<'a> Operations<'a> {
         Self { metadata, now_ms }
     }
 
-    /// Records new, verified blob bytes and links them to `repo`.
+    /// Records new, verified blob bytes and links them to `repo`; the value is the locator kept
+    /// for the digest (another upload's, when a concurrent push of the same blob won).
     pub async fn commit_blob(
         &self,
         repo: &RepoName,
         digest: &Digest,
         size: u64,
         locator: &str,
-    ) -> Result<Outcome<()>, RegistryError> {
-        self.metadata
+    ) -> Result<Outcome<String>, RegistryError> {
+        let kept = self
+            .metadata
             .commit_blob(repo, digest, size, locator, self.now_ms)
             .await?;
         Ok(Outcome::new(
-            (),
+            kept,
             vec![Event::BlobCommitted {
                 repository: repo.to_string(),
                 digest: digest.to_string(),

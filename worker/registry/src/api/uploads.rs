@@ -331,10 +331,11 @@ impl Registry {
                 .blobs
                 .finish_upload(&ingested.handle, digest, ingested.written)
                 .await?;
-            operations
+            let kept = operations
                 .commit_blob(repo, digest, ingested.written, &locator)
                 .await?
                 .record(events);
+            self.forget_unkept(&locator, &kept).await;
             Ok(())
         }
         .await;
@@ -581,11 +582,24 @@ impl Registry {
                 return Err(e);
             }
         }
-        operations
+        let kept = operations
             .commit_blob(repo, digest, size, &locator)
             .await?
             .record(events);
+        self.forget_unkept(&locator, &kept).await;
         Ok(())
+    }
+
+    /// A concurrent push of the same blob committed first under another locator (stores that
+    /// keep each upload's object, such as R2's multipart blobs): ours is referenced by nothing,
+    /// so it goes. Best effort: a failure leaves garbage for the collector, never visible data.
+    async fn forget_unkept(&self, ours: &str, kept: &str) {
+        if ours == kept {
+            return;
+        }
+        if let Err(e) = self.ports.blobs.delete(ours).await {
+            tracing::warn!(error = %e, "could not delete the copy of a blob another push stored first");
+        }
     }
 
     /// `GET <location>`: how far the upload is.
