@@ -66,6 +66,8 @@ const mf = new Miniflare({
   cachePersist: path.join(persist, "cache"),
   bindings,
   cf: false,
+  // Tests fire the Cron Trigger with GET /cdn-cgi/handler/scheduled.
+  unsafeTriggerHandlers: true,
   log: new StderrLog(process.env.MF_LOG_LEVEL === "debug" ? LogLevel.DEBUG : LogLevel.INFO),
   handleRuntimeStdio(stdout, stderr) {
     stdout.pipe(process.stderr);

@@ -6,6 +6,7 @@ part boundaries included, and cancelled or refused uploads leave no blob behind.
 from __future__ import annotations
 
 import hashlib
+import time
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -105,3 +106,27 @@ def test_concurrent_pushes_of_one_blob_leave_one_object(registry_factory, repo):
     assert len(keys) == 1, keys
     for i in range(pushers):
         assert OciClient(server.base_url).get_blob(f"{repo}-{i}", digest) == data
+
+
+def test_the_cron_trigger_aborts_the_multipart_uploads_of_expired_sessions(registry_factory, shared_storage, repo):
+    # The Worker on S3 over fetch() (E2E_R2=off): uploads nobody comes back to are swept by the
+    # scheduled handler. 60 s is the shortest lifetime Workers KV allows.
+    storage = shared_storage.registry_env()
+    bucket = storage["OPENREGISTRY_S3_BUCKET"]
+    server = registry_factory("cron-sweep", env={"E2E_R2": "off", "OPENREGISTRY_UPLOAD_TTL_SECONDS": "60", **storage})
+    client = OciClient(server.base_url)
+    r = client.patch_chunk(client.start_upload(repo), blob(PART + 1, 19), 0)
+    assert r.status_code == 202, r.text
+    started = time.monotonic()
+
+    def fire() -> None:
+        answer = client.get("/cdn-cgi/handler/scheduled")
+        assert answer.status_code == 200, answer.text
+
+    assert len(shared_storage.multipart_uploads(bucket)) == 1
+    fire()  # a young upload stays
+    assert len(shared_storage.multipart_uploads(bucket)) == 1
+    time.sleep(max(0.0, 62 - (time.monotonic() - started)))
+    fire()
+    assert shared_storage.multipart_uploads(bucket) == []
+    assert "aborted expired multipart uploads: 1" in server.log_tail()

@@ -636,11 +636,16 @@ impl S3Store {
         Ok(())
     }
 
-    /// Aborts the multipart uploads under `uploads/` started more than `older_than` ago: uploads
-    /// abandoned by their clients, whose sessions have expired. Returns how many were aborted.
+    /// The multipart uploads under `uploads/` started more than `older_than` ago: uploads whose
+    /// sessions have probably expired (the caller checks them before [`Self::abort_pending`]:
+    /// an S3 server's `Initiated` may be wrong, moto's is a fixed date in 2010). At most 100
+    /// pages of 1000 uploads per call; the next call continues.
     /// (`ListMultipartUploads` is not among rusty-s3's actions; it is signed with its signer and
     /// its answer read like the error documents above.)
-    pub async fn abort_expired_uploads(&self, older_than: Duration) -> Result<usize, StoreError> {
+    pub async fn uploads_older_than(
+        &self,
+        older_than: Duration,
+    ) -> Result<Vec<PendingUpload>, StoreError> {
         let what = "listing multipart uploads";
         let cutoff = self
             .now()
@@ -648,9 +653,8 @@ impl S3Store {
                 jiff::SignedDuration::try_from(older_than).unwrap_or(jiff::SignedDuration::MAX),
             )
             .unwrap_or(jiff::Timestamp::MIN);
-        let mut aborted = 0;
+        let mut found = Vec::new();
         let (mut key_marker, mut id_marker) = (String::new(), String::new());
-        // At most 100 pages of 1000 uploads per sweep; the next sweep continues.
         for _ in 0..100 {
             let mut query = vec![("prefix", "uploads/"), ("uploads", "")];
             if !key_marker.is_empty() {
@@ -666,11 +670,15 @@ impl S3Store {
                 return Err(s3_error(what, status, &body));
             }
             let page = MultipartListing::parse(&String::from_utf8_lossy(&body));
-            for upload in &page.uploads {
+            for upload in page.uploads {
                 let started = upload.initiated.parse::<jiff::Timestamp>().ok();
-                if started.is_some_and(|t| t < cutoff) {
-                    self.abort_multipart(&upload.key, &upload.id).await?;
-                    aborted += 1;
+                let upload_id = upload.key.strip_prefix("uploads/").map(str::to_owned);
+                if let (true, Some(upload_id)) = (started.is_some_and(|t| t < cutoff), upload_id) {
+                    found.push(PendingUpload {
+                        upload_id,
+                        key: upload.key,
+                        multipart: upload.id,
+                    });
                 }
             }
             match page.next {
@@ -678,7 +686,12 @@ impl S3Store {
                 None => break,
             }
         }
-        Ok(aborted)
+        Ok(found)
+    }
+
+    /// Aborts a multipart upload [`Self::uploads_older_than`] found.
+    pub async fn abort_pending(&self, upload: &PendingUpload) -> Result<(), StoreError> {
+        self.abort_multipart(&upload.key, &upload.multipart).await
     }
 
     /// Best effort: the multipart upload of a blob that turned out to be stored already, and its
@@ -716,6 +729,14 @@ impl S3Store {
             }
         }
     }
+}
+
+/// A multipart upload left in the bucket: its registry upload id (the session's), key and S3 id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingUpload {
+    pub upload_id: String,
+    key: String,
+    multipart: String,
 }
 
 /// One page of a `ListMultipartUploads` answer.

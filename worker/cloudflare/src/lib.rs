@@ -5,7 +5,8 @@
 //! and converts the answer back, streaming.
 //!
 //! Stateless: nothing is kept between requests except, when enabled, immutable responses in the
-//! Cache API. Configuration: see [`config`].
+//! Cache API. Configuration: see [`config`]. The `#[event(scheduled)]` entry (a Cron Trigger,
+//! `[triggers]` in wrangler.toml) sweeps the multipart uploads of expired upload sessions.
 
 // The core's `Ports` hold `Arc`s; on wasm32 there is one thread and nothing needs to be `Send`.
 #![allow(clippy::arc_with_non_send_sync)]
@@ -27,7 +28,7 @@ use openregistry_backends::tail::Tails;
 use openregistry_host::{misconfigured, Embedded, HostPorts, Settings};
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
-use worker::{event, Context, Env};
+use worker::{event, Context, Env, ScheduleContext, ScheduledEvent};
 
 use crate::config::KV_BINDING;
 use crate::fetch::{declared_len, http_headers, js_headers, FetchClient};
@@ -217,6 +218,38 @@ fn in_background(ctx: &Context, promise: Result<Promise, JsValue>) {
 
 // ---------------------------------------------------------------------------------------------
 // Entry
+
+/// The Cron Trigger: aborts the multipart uploads older than the upload lifetime in the S3 bucket
+/// the settings name (their sessions have expired). Uploads a client comes back to are discarded
+/// by that request already; this removes the ones nobody returns to. The R2 binding cannot list
+/// multipart uploads: with S3 keys for the same bucket it is swept through R2's S3 API, without
+/// them by the bucket's own lifecycle rule (R2 aborts incomplete multipart uploads after 7 days
+/// unless configured otherwise).
+#[event(scheduled)]
+async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
+    match sweep_expired_uploads(&env).await {
+        Ok(Some(aborted)) => {
+            worker::console_log!("openregistry: aborted expired multipart uploads: {aborted}")
+        }
+        Ok(None) => worker::console_log!("openregistry: no S3 bucket configured to sweep"),
+        Err(message) => worker::console_error!("openregistry: sweep failed: {message}"),
+    }
+}
+
+async fn sweep_expired_uploads(env: &Env) -> Result<Option<usize>, String> {
+    let settings = config::from_env(env)?;
+    let store = env
+        .kv(KV_BINDING)
+        .map_err(|e| format!("the KV namespace binding {KV_BINDING} is missing: {e}"))?;
+    let kv: Arc<dyn Kv> = Arc::new(WorkersKv::new(store, false));
+    let Some(s3) = settings.s3_store(Arc::new(FetchClient), kv.clone(), Arc::new(JsClock))? else {
+        return Ok(None);
+    };
+    let ttl = settings.config().upload_session_ttl;
+    openregistry_host::sweep_expired_uploads(&s3, kv.as_ref(), &JsClock, ttl)
+        .await
+        .map(Some)
+}
 
 #[event(fetch)]
 async fn fetch(

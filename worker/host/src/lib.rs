@@ -201,3 +201,30 @@ pub fn build(
 pub fn misconfigured(message: String) -> http::Response<Body> {
     RegistryError::Unavailable(Unavailable::new("configuration", message)).into_response()
 }
+
+/// Aborts the S3 multipart uploads of expired upload sessions, on every host's schedule (natively
+/// hourly, on Workers the Cron Trigger): started more than the upload lifetime ago by the bucket's
+/// clock and, checked in the sessions' `Kv`, no longer live. Returns how many were aborted.
+pub async fn sweep_expired_uploads(
+    s3: &S3Store,
+    kv: &dyn Kv,
+    clock: &dyn Clock,
+    ttl: std::time::Duration,
+) -> Result<usize, String> {
+    let pending = s3
+        .uploads_older_than(ttl)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut aborted = 0;
+    for upload in &pending {
+        let live =
+            openregistry::upload_is_live(kv, &upload.upload_id, clock.now_unix_millis(), ttl)
+                .await
+                .map_err(|e| e.to_string())?;
+        if !live {
+            s3.abort_pending(upload).await.map_err(|e| e.to_string())?;
+            aborted += 1;
+        }
+    }
+    Ok(aborted)
+}

@@ -213,7 +213,7 @@ pub const SETTINGS: &[Setting] = &[
         hosts: ALL,
         secret: false,
         default: "`86400`",
-        meaning: "how long an unfinished upload lives, counted from its start (Workers: at least 60, KV's shortest expiry); then its URLs answer 404 `BLOB_UPLOAD_UNKNOWN` and its partial data is removed: at its next request on every host, and natively also by a sweep of files and S3 multipart uploads at start and hourly",
+        meaning: "how long an unfinished upload lives, counted from its start (Workers: at least 60, KV's shortest expiry); then its URLs answer 404 `BLOB_UPLOAD_UNKNOWN` and its partial data is removed: at its next request on every host; also by a sweep of S3 multipart uploads (natively at start and hourly, with files; on Workers by the hourly Cron Trigger of wrangler.toml)",
     },
     Setting {
         name: "OPENREGISTRY_METRICS_TOKEN",

@@ -232,9 +232,16 @@ async fn serve(settings: Settings) -> Result<(), String> {
             // Uploads whose sessions expired leave multipart uploads behind: abort them now and
             // then every hour (or every upload lifetime, if shorter).
             let ttl = settings.config().upload_session_ttl;
+            let sessions = kv.clone();
             tokio::spawn(async move {
                 loop {
-                    match s3.abort_expired_uploads(ttl).await {
+                    let swept = openregistry_host::sweep_expired_uploads(
+                        &s3,
+                        sessions.as_ref(),
+                        &SystemClock,
+                        ttl,
+                    );
+                    match swept.await {
                         Ok(0) => {}
                         Ok(n) => tracing::info!(aborted = n, "aborted expired multipart uploads"),
                         Err(e) => tracing::warn!(error = %e, "could not sweep expired uploads"),

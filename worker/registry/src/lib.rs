@@ -37,3 +37,4 @@ pub use error::RegistryError;
 pub use http;
 pub use names::{Reference, RepoName, Tag};
 pub use ports::Ports;
+pub use session::is_live as upload_is_live;

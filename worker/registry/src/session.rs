@@ -208,6 +208,19 @@ pub async fn load(
     Ok(loaded)
 }
 
+/// True while upload `id` may still be continued: its first state is readable and its lifetime
+/// `ttl` is not over. Sweeps of stores' partial data ask this before removing any.
+pub async fn is_live(
+    kv: &dyn Kv,
+    id: &str,
+    now_ms: u64,
+    ttl: Duration,
+) -> Result<bool, RegistryError> {
+    Ok(read(kv, id, 0)
+        .await?
+        .is_some_and(|first| !first.is_expired(now_ms, ttl)))
+}
+
 /// Writes the session's state under its (new) sequence number, stamped with `now_ms`, to expire
 /// with the upload (`ttl` after its start).
 pub async fn save(

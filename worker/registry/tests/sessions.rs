@@ -228,3 +228,28 @@ fn an_upload_is_unknown_once_its_lifetime_from_its_start_is_over_and_its_data_is
         .expect_error(StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN");
     assert_eq!(r.blobs.open_uploads(), 0, "the partial data stays behind");
 }
+
+#[test]
+fn sweeps_see_an_upload_as_live_until_its_lifetime_is_over() {
+    let r = TestRegistry::new();
+    let location = r.start_upload(REPO);
+    let id = state_key(&location).split('/').nth(1).unwrap().to_owned();
+    let ttl = Duration::from_secs(24 * 3600);
+    let live = |id: &str| {
+        let now = openregistry::ports::Clock::now_unix_millis(r.clock.as_ref());
+        futures_executor::block_on(openregistry::upload_is_live(
+            r.ports.kv.as_ref(),
+            id,
+            now,
+            ttl,
+        ))
+        .unwrap()
+    };
+    assert!(live(&id));
+    assert!(
+        !live("0123456789abcdef0123456789abcdef"),
+        "an unknown upload"
+    );
+    r.clock.advance(ttl);
+    assert!(!live(&id), "an upload past its lifetime");
+}
