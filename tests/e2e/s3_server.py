@@ -128,3 +128,12 @@ class S3Server(ChildProcess):
         """The keys of multipart uploads started and neither completed nor aborted."""
         answer = self.client().list_multipart_uploads(Bucket=bucket)
         return [u["Key"] for u in answer.get("Uploads", [])]
+
+    def wait_for_no_multipart_uploads(self, bucket: str, timeout: float, interval: float = 0.25) -> list[str]:
+        """Polls until no multipart upload is left or `timeout` passes; returns what is left."""
+        deadline = time.monotonic() + timeout
+        left = self.multipart_uploads(bucket)
+        while left and time.monotonic() < deadline:
+            time.sleep(interval)
+            left = self.multipart_uploads(bucket)
+        return left

@@ -381,10 +381,7 @@ def test_an_upload_past_its_lifetime_is_unknown_and_its_multipart_upload_is_abor
         assert_error(answer, 404, "BLOB_UPLOAD_UNKNOWN")
     # Where the session's keys outlived it (Spin), those requests discarded the data; where they
     # expired with it (natively), the next sweep does, within one lifetime.
-    deadline = time.monotonic() + 10
-    while s3.multipart_uploads(bucket) and time.monotonic() < deadline:
-        time.sleep(0.25)
-    assert s3.multipart_uploads(bucket) == []
+    assert s3.wait_for_no_multipart_uploads(bucket, timeout=10) == []
 
 
 @pytest.mark.native_only(reason="the native host sweeps on its own clock (the Worker: its Cron Trigger, in test_r2_storage.py; Spin: at the next request)")
@@ -397,10 +394,7 @@ def test_an_expired_upload_leaves_no_multipart_upload_behind(s3, registry_factor
     assert r.status_code == 202, r.text
     assert len(s3.multipart_uploads(bucket)) == 1
     # The client walks away; within a few sweeps (one per upload lifetime) the upload is aborted.
-    deadline = time.monotonic() + 20
-    while s3.multipart_uploads(bucket) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert s3.multipart_uploads(bucket) == []
+    assert s3.wait_for_no_multipart_uploads(bucket, timeout=20, interval=0.5) == []
     assert "aborted expired multipart uploads" in server.log_tail()
     # The session is gone too: its Location says when its state was saved, so a state missing
     # after its lifetime is an unknown upload, not a store that has not caught up. (Within the

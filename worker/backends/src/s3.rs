@@ -672,10 +672,12 @@ impl S3Store {
             let page = MultipartListing::parse(&String::from_utf8_lossy(&body));
             for upload in page.uploads {
                 let started = upload.initiated.parse::<jiff::Timestamp>().ok();
-                let upload_id = upload.key.strip_prefix("uploads/").map(str::to_owned);
-                if let (true, Some(upload_id)) = (started.is_some_and(|t| t < cutoff), upload_id) {
+                if started.is_none_or(|t| t >= cutoff) {
+                    continue;
+                }
+                if let Some(upload_id) = upload.key.strip_prefix("uploads/") {
                     found.push(PendingUpload {
-                        upload_id,
+                        upload_id: upload_id.to_owned(),
                         key: upload.key,
                         multipart: upload.id,
                     });

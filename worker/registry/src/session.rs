@@ -125,23 +125,22 @@ impl UploadSession {
 
     /// The URL clients continue this upload at.
     pub fn location(&self) -> String {
-        format!(
-            "/v2/{}/blobs/uploads/{}.{}.t{}",
-            self.repository,
-            self.id,
-            self.seq,
-            self.saved_at_ms / 1000
-        )
+        self.url(None)
     }
 
     /// The URL that continues from this state but saves the next one at `next_seq` or later.
     pub fn location_saving_next_at(&self, next_seq: u64) -> String {
+        self.url(Some(next_seq))
+    }
+
+    /// `…/uploads/<id>.<seq>[.<next>].t<saved at, unix seconds>` (see [`SessionRef`]).
+    fn url(&self, next_seq: Option<u64>) -> String {
+        let next = next_seq.map(|n| format!(".{n}")).unwrap_or_default();
         format!(
-            "/v2/{}/blobs/uploads/{}.{}.{}.t{}",
+            "/v2/{}/blobs/uploads/{}.{}{next}.t{}",
             self.repository,
             self.id,
             self.seq,
-            next_seq,
             self.saved_at_ms / 1000
         )
     }

@@ -192,19 +192,7 @@ fn a_missing_state_is_retryable_while_it_may_be_on_its_way_and_unknown_once_it_c
 
     // Minutes after it, no store is that far behind: the upload is gone, whatever is asked.
     r.clock.advance(Duration::from_secs(300));
-    r.get(&second)
-        .expect_error(StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN");
-    r.patch_chunk(&second, 10, b"more")
-        .expect_error(StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN");
-    r.finish_upload(&second, &sha256(&data), b"")
-        .expect_error(StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN");
-    r.send(
-        http::Method::DELETE,
-        &second,
-        &[],
-        openregistry::Body::Empty,
-    )
-    .expect_error(StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN");
+    r.expect_unknown_upload(&second, 10);
     r.get(&first)
         .expect_error(StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN");
 }

@@ -638,14 +638,7 @@ fn a_cancelled_upload_cannot_be_finished() {
 fn an_unknown_upload_id_is_blob_upload_unknown_for_every_method() {
     let r = TestRegistry::new();
     let location = format!("/v2/{REPO}/blobs/uploads/0123456789abcdef0123456789abcdef");
-    r.get(&location)
-        .expect_error(StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN");
-    r.patch_chunk(&location, 0, b"abc")
-        .expect_error(StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN");
-    r.finish_upload(&location, &sha256(b"abc"), b"abc")
-        .expect_error(StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN");
-    r.delete(&location)
-        .expect_error(StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN");
+    r.expect_unknown_upload(&location, 0);
 }
 
 #[test]

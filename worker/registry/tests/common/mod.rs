@@ -380,6 +380,19 @@ impl TestRegistry {
         )
     }
 
+    /// Asserts that every method on an upload URL answers 404 `BLOB_UPLOAD_UNKNOWN`: its status,
+    /// a chunk at `offset`, the closing PUT and a cancel.
+    pub fn expect_unknown_upload(&self, location: &str, offset: u64) {
+        self.get(location)
+            .expect_error(StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN");
+        self.patch_chunk(location, offset, b"abc")
+            .expect_error(StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN");
+        self.finish_upload(location, &sha256(b"abc"), b"abc")
+            .expect_error(StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN");
+        self.delete(location)
+            .expect_error(StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN");
+    }
+
     /// Reads a blob's bytes through the API (asserting 200).
     pub fn blob_bytes(&self, repo: &str, digest: &str) -> Bytes {
         self.get(&format!("/v2/{repo}/blobs/{digest}"))
