@@ -8,7 +8,6 @@ never a corrupt or partial blob.
 from __future__ import annotations
 
 import os
-import sqlite3
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -18,6 +17,7 @@ import requests
 
 from ocihttp import MIB, patterned_blob as blob, OciClient, assert_error, sha256_digest, uploaded_size
 from skynet_portal import API_KEY
+from stored import locator_of
 
 pytestmark = pytest.mark.openregistry_only
 
@@ -29,18 +29,6 @@ def portal(skynet_portal):
     if skynet_portal is None:
         pytest.skip("blobs are in the registry's data directory (set E2E_STORAGE=skynet)")
     return skynet_portal
-
-
-def locator_of(server, neon_backend, digest: str) -> str:
-    """The storage locator the database keeps for a blob."""
-    if neon_backend is not None:
-        database = server.env["OPENREGISTRY_DATABASE_URL"].rsplit("/", 1)[1]
-        rows = neon_backend.gateway.query(database, "SELECT locator FROM blobs WHERE digest = $1", [digest])
-    else:
-        with sqlite3.connect(server.data_dir / "registry.sqlite") as db:
-            rows = db.execute("SELECT locator FROM blobs WHERE digest = ?", (digest,)).fetchall()
-    assert len(rows) == 1, rows
-    return rows[0][0]
 
 
 def pulled_digest(client: OciClient, repo: str, digest: str) -> str:

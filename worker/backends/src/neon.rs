@@ -197,6 +197,7 @@ fn database_error(body: &[u8]) -> SqlError {
     };
     match error.code.as_deref().unwrap_or_default() {
         "23505" => SqlError::UniqueViolation(error.constraint.unwrap_or(error.message)),
+        "23503" => SqlError::ForeignKeyViolation(error.constraint.unwrap_or(error.message)),
         // Serialization failures and deadlocks: nothing was committed; trying again may work.
         "40001" | "40P01" => unavailable(error.message),
         // The connection, not the statement, failed (admin shutdown, cannot connect ...).

@@ -4,17 +4,18 @@
 //! sans-IO signer (it builds presigned URLs and parses answers; this module sends them), so the
 //! same signing runs natively and in both WASM targets.
 //!
-//! Objects:
-//! - `blobs/<algorithm>/<hex>`: one object per digest, the blob's locator;
-//! - `uploads/<upload id>`: an upload of more than one part, completed and then copied to its
-//!   digest's key (the digest is known only at the end), then deleted.
+//! Objects (each one's key is the blob's locator, unique to its upload, so the garbage collector
+//! never deletes bytes a blob pushed again relies on):
+//! - `blobs/<algorithm>/<hex>.<upload id>`: a blob smaller than one part;
+//! - `uploads/<upload id>`: a blob of more than one part, where its multipart upload completed
+//!   (no copy: the digest is known only at the end, and a copy would double the writes).
 //!
 //! An upload streams into an S3 multipart upload in parts of [`PART_SIZE`], cut by the core's
 //! part planner; the bytes of a request that do not complete a part wait in `Kv`
 //! ([`crate::tail`]) for the next request. A blob smaller than one part is one `PutObject` of
-//! its tail straight to its digest's key. The multipart upload is created with the first part,
+//! its tail. The multipart upload is created with the first part,
 //! aborted when the upload is cancelled; part numbers make a retried append idempotent, and a
-//! finish that failed half-way (completed, not yet copied) is picked up where it stopped.
+//! finish retried after it completed finds the object.
 //!
 //! Memory per request: at most one part plus the chunk being read.
 
@@ -46,12 +47,6 @@ pub const PART_SIZE: u64 = 8 * 1024 * 1024;
 
 /// S3's (and R2's) most parts in one multipart upload.
 const MAX_PARTS: usize = 10_000;
-
-/// The largest object one `CopyObject` copies; larger ones are copied in parts.
-const COPY_OBJECT_MAX: u64 = 5 * 1024 * 1024 * 1024;
-
-/// The size of each part of a copy in parts (`UploadPartCopy`).
-const COPY_PART_SIZE: u64 = 1024 * 1024 * 1024;
 
 /// How often one part is sent before the request fails.
 const PART_ATTEMPTS: u32 = 3;
@@ -171,19 +166,26 @@ impl MultipartHandle {
     }
 }
 
-/// The object key of a finished blob: its locator.
-fn blob_key(digest: &Digest) -> String {
-    format!("blobs/{}/{}", digest.algorithm().name(), digest.hex())
+/// The object key of a blob stored in one `PutObject`: its locator, unique to its upload (so the
+/// garbage collector, which deletes a locator only after its row, never deletes the bytes of a
+/// blob pushed again: that one has its own key).
+fn blob_key(digest: &Digest, upload_id: &str) -> String {
+    format!(
+        "blobs/{}/{}.{upload_id}",
+        digest.algorithm().name(),
+        digest.hex()
+    )
 }
 
-/// The key of an upload completed but not yet copied to its digest's key.
+/// The key a multi-part upload completes at: its locator.
 fn upload_key(upload_id: &str) -> String {
     format!("uploads/{upload_id}")
 }
 
 /// A locator of this store's shapes, nothing that could name another key:
-/// `blobs/<algorithm>/<lowercase hex>`, or `uploads/<upload id>` (the key the Worker's R2 store
-/// completes multi-part blobs at, presigned through this store for redirects).
+/// `blobs/<algorithm>/<hex>.<upload id>` (`blobs/<algorithm>/<hex>` for blobs stored before
+/// locators were unique), or `uploads/<upload id>` (where multi-part uploads complete, here and in
+/// the Worker's R2 store, presigned through this store for redirects).
 pub fn valid_locator(locator: &str) -> bool {
     if let Some(id) = locator.strip_prefix("uploads/") {
         return !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric());
@@ -191,8 +193,13 @@ pub fn valid_locator(locator: &str) -> bool {
     let Some(rest) = locator.strip_prefix("blobs/") else {
         return false;
     };
-    let Some((algorithm, hex)) = rest.split_once('/') else {
+    let Some((algorithm, name)) = rest.split_once('/') else {
         return false;
+    };
+    let hex = match name.split_once('.') {
+        Some((hex, id)) if !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric()) => hex,
+        Some(_) => return false,
+        None => name,
     };
     !algorithm.is_empty()
         && algorithm.bytes().all(|b| b.is_ascii_alphanumeric())
@@ -523,95 +530,9 @@ impl S3Store {
         .to_string()
     }
 
-    /// Copies `from` to `to` within the bucket: one `CopyObject` up to 5 GiB, else a multipart
-    /// upload of `UploadPartCopy` parts. `Ok(false)`: `from` does not exist.
-    async fn copy_object(&self, from: &str, to: &str, size: u64) -> Result<bool, StoreError> {
-        let what = "copying an upload to its digest's key";
-        let source = format!("/{}/{from}", self.bucket.name());
-        if size > COPY_OBJECT_MAX {
-            return self.copy_in_parts(&source, to, size).await;
-        }
-        let url = self.signed_custom(
-            rusty_s3::Method::Put,
-            to,
-            &[],
-            &[("x-amz-copy-source", &source)],
-        );
-        let builder = self
-            .request(Method::PUT, &url)
-            .header("x-amz-copy-source", &source)
-            .header(header::CONTENT_LENGTH, 0);
-        let (status, _, body) = self.exchange(what, builder, Body::Empty).await?;
-        if status == StatusCode::NOT_FOUND && error_code(&body).as_deref() == Some("NoSuchKey") {
-            return Ok(false);
-        }
-        // Like CompleteMultipartUpload, CopyObject may answer 200 with an error document.
-        if status.is_success() && body.windows(17).any(|w| w == b"<CopyObjectResult") {
-            Ok(true)
-        } else {
-            Err(s3_error(what, status, &body))
-        }
-    }
-
-    /// The copy of an object larger than `CopyObject` takes, in `UploadPartCopy` parts.
-    async fn copy_in_parts(&self, source: &str, to: &str, size: u64) -> Result<bool, StoreError> {
-        let what = "copying an upload in parts";
-        let multipart = self.create_multipart(to).await?;
-        let mut etags = Vec::new();
-        let mut start = 0u64;
-        while start < size {
-            let end = (start + COPY_PART_SIZE).min(size) - 1;
-            let number = (etags.len() + 1).to_string();
-            let range = format!("bytes={start}-{end}");
-            let url = self.signed_custom(
-                rusty_s3::Method::Put,
-                to,
-                &[("partNumber", &number), ("uploadId", &multipart)],
-                &[
-                    ("x-amz-copy-source", source),
-                    ("x-amz-copy-source-range", &range),
-                ],
-            );
-            let builder = self
-                .request(Method::PUT, &url)
-                .header("x-amz-copy-source", source)
-                .header("x-amz-copy-source-range", &range)
-                .header(header::CONTENT_LENGTH, 0);
-            let (status, _, body) = self.exchange(what, builder, Body::Empty).await?;
-            if status == StatusCode::NOT_FOUND && error_code(&body).as_deref() == Some("NoSuchKey")
-            {
-                self.abort_multipart(to, &multipart).await?;
-                return Ok(false);
-            }
-            let etag = std::str::from_utf8(&body)
-                .ok()
-                .and_then(|text| text.split_once("<ETag>"))
-                .and_then(|(_, rest)| rest.split_once("</ETag>"))
-                .map(|(etag, _)| etag.replace("&quot;", "\""));
-            match etag {
-                Some(etag) if status.is_success() => etags.push(etag),
-                _ => {
-                    let error = s3_error(what, status, &body);
-                    // Best effort: the caller's retry starts a new copy.
-                    let _ = self.abort_multipart(to, &multipart).await;
-                    return Err(error);
-                }
-            }
-            start = end + 1;
-        }
-        if self.complete_multipart(to, &multipart, &etags).await? {
-            Ok(true)
-        } else {
-            Err(transport_error(
-                what,
-                "the copy's multipart upload vanished",
-            ))
-        }
-    }
-
     /// Makes the multipart upload of `handle` the object `uploads/<id>`: uploads the tail as the
     /// last part and completes. An upload completed before (by `read_upload`, or by a finish that
-    /// was interrupted before its copy) is found by its size and left as it is.
+    /// was interrupted after it) is found by its size and left as it is.
     async fn complete_upload(
         &self,
         handle: &MultipartHandle,
@@ -694,18 +615,6 @@ impl S3Store {
     /// Aborts a multipart upload [`Self::uploads_older_than`] found.
     pub async fn abort_pending(&self, upload: &PendingUpload) -> Result<(), StoreError> {
         self.abort_multipart(&upload.key, &upload.multipart).await
-    }
-
-    /// Best effort: the multipart upload of a blob that turned out to be stored already, and its
-    /// completed object if `read_upload` made one (what is left is garbage, never visible).
-    async fn abort_upload_objects(&self, handle: &MultipartHandle, multipart: &str) {
-        let key = upload_key(&handle.id);
-        if let Err(e) = self.abort_multipart(&key, multipart).await {
-            tracing::warn!(error = %e, key, "multipart upload left behind");
-        }
-        if let Err(e) = self.delete_object(&key).await {
-            tracing::warn!(error = %e, key, "finished upload left behind");
-        }
     }
 
     /// GET of `key`, or of a range of it.
@@ -851,45 +760,26 @@ impl BlobStore for S3Store {
     ) -> Result<String, StoreError> {
         let handle = MultipartHandle::parse(handle)?;
         handle.check_stored(size)?;
-        let target = blob_key(digest);
-        match (&handle.multipart, handle.etags.is_empty()) {
+        let locator = match (&handle.multipart, handle.etags.is_empty()) {
             (Some(multipart), false) => {
-                let temporary = upload_key(&handle.id);
-                // Content-addressed: a blob already at its digest's key (a concurrent push of the
-                // same layer, an earlier interrupted finish) is neither completed nor copied again.
-                if self.object_size(&target).await? == Some(size) {
-                    self.abort_upload_objects(&handle, multipart).await;
-                } else {
-                    self.complete_upload(&handle, multipart).await?;
-                    let copied = self.copy_object(&temporary, &target, size).await;
-                    if !matches!(copied, Ok(true)) && self.object_size(&target).await? != Some(size)
-                    {
-                        return Err(copied.err().unwrap_or_else(|| {
-                            StoreError::NotFound(format!("upload {} and its copy", handle.id))
-                        }));
-                    }
-                    if let Err(e) = self.delete_object(&temporary).await {
-                        tracing::warn!(error = %e, key = temporary, "finished upload left behind");
-                    }
-                }
+                // Completed in place (idempotent: a finish retried after it completed finds the
+                // object): `uploads/<id>` is the blob's locator, unique to this upload.
+                self.complete_upload(&handle, multipart).await?;
+                upload_key(&handle.id)
             }
             (multipart, _) => {
                 if let Some(multipart) = multipart {
                     self.abort_multipart(&upload_key(&handle.id), multipart)
                         .await?;
                 }
+                let target = blob_key(digest, &handle.id);
                 let tail = self.tails.load(&handle.segments).await?;
-                if let Err(e) = self.put_object(&target, tail).await {
-                    // A concurrent push of the same blob may have won the race (and the store
-                    // refused two writes at once): what is there is the same bytes.
-                    if self.object_size(&target).await? != Some(size) {
-                        return Err(e);
-                    }
-                }
+                self.put_object(&target, tail).await?;
+                target
             }
-        }
+        };
         self.tails.forget(&handle.segments).await;
-        Ok(target)
+        Ok(locator)
     }
 
     async fn read_upload(&self, handle: &str, len: u64) -> Result<Body, StoreError> {
@@ -969,6 +859,22 @@ mod tests {
             "blobs/sha256/2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
         ));
         assert!(valid_locator("uploads/0a1b2c"));
+        assert!(valid_locator(&format!(
+            "blobs/sha256/{}.0a1b2c",
+            "ab".repeat(32)
+        )));
+        assert!(!valid_locator(&format!(
+            "blobs/sha256/{}.",
+            "ab".repeat(32)
+        )));
+        assert!(!valid_locator(&format!(
+            "blobs/sha256/{}.x/y",
+            "ab".repeat(32)
+        )));
+        assert!(!valid_locator(&format!(
+            "blobs/sha256/{}..x",
+            "ab".repeat(32)
+        )));
         assert!(!valid_locator("uploads/../blobs"));
         assert!(!valid_locator("uploads/"));
         assert!(!valid_locator("blobs/sha256/../../uploads/x"));

@@ -225,6 +225,9 @@ fn in_background(ctx: &Context, promise: Result<Promise, JsValue>) {
 /// multipart uploads: with S3 keys for the same bucket it is swept through R2's S3 API, without
 /// them by the bucket's own lifecycle rule (R2 aborts incomplete multipart uploads after 7 days
 /// unless configured otherwise).
+///
+/// Then, unless `OPENREGISTRY_GC_SCHEDULE=false`, it collects garbage (`openregistry::gc`) and logs
+/// the report (`wrangler tail`; Workers Logs keep it).
 #[event(scheduled)]
 async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
     match sweep_expired_uploads(&env).await {
@@ -234,6 +237,26 @@ async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
         Ok(None) => worker::console_log!("openregistry: no S3 bucket configured to sweep"),
         Err(message) => worker::console_error!("openregistry: sweep failed: {message}"),
     }
+    match collect_garbage(&env).await {
+        Ok(Some(report)) => worker::console_log!("openregistry: garbage collected: {report}"),
+        Ok(None) => {}
+        Err(message) => worker::console_error!("openregistry: garbage collection failed: {message}"),
+    }
+}
+
+/// The scheduled garbage collection run, its report as JSON; `None` when switched off.
+async fn collect_garbage(env: &Env) -> Result<Option<String>, String> {
+    let settings = config::from_env(env)?;
+    if !settings.gc_schedule {
+        return Ok(None);
+    }
+    let report = registry(&settings, env)?
+        .collect_garbage(false)
+        .await
+        .map_err(|e| e.to_string())?;
+    serde_json::to_string(&report)
+        .map(Some)
+        .map_err(|e| e.to_string())
 }
 
 async fn sweep_expired_uploads(env: &Env) -> Result<Option<usize>, String> {

@@ -5,10 +5,9 @@
 //! multipart upload in parts of [`PART_SIZE`] (R2 wants every part but the last of one size,
 //! at least 5 MiB), cut by the core's part planner; the rest of each request waits in `Kv`
 //! (`openregistry_backends::tail`); a blob smaller than one part is one `put` at
-//! `blobs/<algorithm>/<hex>`. One departure: the binding has no copy, so a multi-part blob stays
-//! where its multipart upload completed, `uploads/<upload id>`, and that key is its locator (the
-//! database maps digest → locator; the core checks the database first, so a stored blob is not
-//! uploaded again).
+//! `blobs/<algorithm>/<hex>.<upload id>`, and a multi-part blob stays where its multipart upload
+//! completed, `uploads/<upload id>`. Every key is unique to its upload, as in the S3 store (the
+//! garbage collector relies on it).
 //!
 //! The binding cannot presign URLs: blob redirects go through R2's S3 API when the S3 settings
 //! name the same bucket (an R2 API token's keys), else blobs stream through the Worker.
@@ -188,7 +187,13 @@ impl BlobStore for R2Store {
                         let _ = upload.abort().await;
                     }
                 }
-                let key = format!("blobs/{}/{}", digest.algorithm().name(), digest.hex());
+                // Unique to this upload, as every locator (see the S3 store).
+                let key = format!(
+                    "blobs/{}/{}.{}",
+                    digest.algorithm().name(),
+                    digest.hex(),
+                    handle.id
+                );
                 self.bucket
                     .put(key.clone(), tail.to_vec())
                     .execute()

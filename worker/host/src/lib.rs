@@ -129,6 +129,8 @@ impl Settings {
             chunk_min_length: self.chunk_min,
             chunk_max_length: self.chunk_max,
             upload_session_ttl: self.upload_ttl,
+            gc_grace: self.gc_grace,
+            gc_keep_untagged: self.gc_keep_untagged,
             ..Config::default()
         }
     }

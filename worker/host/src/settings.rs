@@ -216,6 +216,27 @@ pub const SETTINGS: &[Setting] = &[
         meaning: "how long an unfinished upload lives, counted from its start (Workers: at least 60, KV's shortest expiry); then its URLs answer 404 `BLOB_UPLOAD_UNKNOWN` and its partial data is removed: at its next request on every host; also by a sweep of S3 multipart uploads (natively at start and hourly, with files; on Workers by the hourly Cron Trigger of wrangler.toml)",
     },
     Setting {
+        name: "OPENREGISTRY_GC_GRACE_SECONDS",
+        hosts: ALL,
+        secret: false,
+        default: "`86400`",
+        meaning: "the garbage collector's grace window: blob links, manifests and referrers younger than this are never collected (a push in progress is about to reference them): keep it above the longest push. GC runs with `openregistry gc`, `POST /api/gc` (admins), natively hourly and on Workers by the hourly Cron Trigger (`OPENREGISTRY_GC_SCHEDULE`)",
+    },
+    Setting {
+        name: "OPENREGISTRY_GC_KEEP_UNTAGGED",
+        hosts: ALL,
+        secret: false,
+        default: "none: untagged manifests are kept",
+        meaning: "collect untagged manifests, keeping this many of the newest per repository (never one an index names, never a referrer of a kept manifest)",
+    },
+    Setting {
+        name: "OPENREGISTRY_GC_SCHEDULE",
+        hosts: &[Host::Native, Host::Cloudflare],
+        secret: false,
+        default: "`true`",
+        meaning: "run the garbage collector on the host's schedule (natively hourly, with the upload sweep; on Workers by the Cron Trigger); `false`: only when asked",
+    },
+    Setting {
         name: "OPENREGISTRY_METRICS_TOKEN",
         hosts: NATIVE,
         secret: true,
@@ -418,6 +439,11 @@ pub struct Settings {
     pub open: bool,
     /// How long an unfinished upload lives without a request.
     pub upload_ttl: Duration,
+    /// The garbage collector's grace window, its untagged-manifest policy, and whether it runs
+    /// on the host's schedule.
+    pub gc_grace: Duration,
+    pub gc_keep_untagged: Option<u64>,
+    pub gc_schedule: bool,
     /// Workers only.
     pub edge_cache: bool,
     pub edge_cache_max_bytes: u64,
@@ -641,6 +667,11 @@ impl Settings {
                 spelled("OPENREGISTRY_UPLOAD_TTL_SECONDS")
             ));
         }
+        let gc_grace = read
+            .number("OPENREGISTRY_GC_GRACE_SECONDS")?
+            .unwrap_or(86_400);
+        let gc_keep_untagged = read.number("OPENREGISTRY_GC_KEEP_UNTAGGED")?;
+        let gc_schedule = host != Host::Spin && read.flag("OPENREGISTRY_GC_SCHEDULE", true)?;
         Ok(Self {
             host,
             listen,
@@ -660,6 +691,9 @@ impl Settings {
             auth,
             open,
             upload_ttl: Duration::from_secs(upload_ttl),
+            gc_grace: Duration::from_secs(gc_grace),
+            gc_keep_untagged,
+            gc_schedule,
             edge_cache: cloudflare && read.flag("OPENREGISTRY_EDGE_CACHE", true)?,
             edge_cache_max_bytes: if cloudflare {
                 read.number("OPENREGISTRY_EDGE_CACHE_MAX_BYTES")?

@@ -296,19 +296,32 @@ impl FsBlobStore {
         Ok(self.root.join("uploads").join(valid_handle(handle)?))
     }
 
-    fn locator_for(digest: &Digest) -> String {
+    /// `<alg>/<xx>/<hex>.<upload handle>`: unique per upload, so the garbage collector deletes a
+    /// file only after its row is gone for good (a blob pushed again is a new file). Blobs stored
+    /// before locators were unique are `<alg>/<xx>/<hex>`, still read and deleted.
+    fn locator_for(digest: &Digest, handle: &str) -> String {
         let hex = digest.hex();
         let fanout = hex.get(..2).unwrap_or(hex);
-        format!("{}/{}/{}", digest.algorithm().name(), fanout, hex)
+        format!(
+            "{}/{}/{}.{}",
+            digest.algorithm().name(),
+            fanout,
+            hex,
+            handle
+        )
     }
 
     fn blob_path(&self, locator: &str) -> Result<PathBuf, StoreError> {
-        // Locators are ours (`<alg>/<xx>/<hex>`), but they come back from a database: check them.
+        // Locators are ours, but they come back from a database: check them.
         let parts: Vec<&str> = locator.split('/').collect();
+        let alphanumeric = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric());
+        let file_name = |p: &str| match p.split_once('.') {
+            Some((hex, handle)) => alphanumeric(hex) && alphanumeric(handle),
+            None => alphanumeric(p),
+        };
         let well_formed = parts.len() == 3
-            && parts
-                .iter()
-                .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric()));
+            && parts.iter().take(2).all(|p| alphanumeric(p))
+            && parts.get(2).is_some_and(|p| file_name(p));
         if !well_formed {
             return Err(StoreError::NotFound(format!("blob {locator:?}")));
         }
@@ -446,7 +459,7 @@ impl BlobStore for FsBlobStore {
             .map_err(|e| io_error("upload", e))?;
         file.sync_all().await.map_err(|e| io_error("upload", e))?;
         drop(file);
-        let locator = Self::locator_for(digest);
+        let locator = Self::locator_for(digest, valid_handle(handle)?);
         let to = self.blob_path(&locator)?;
         let dir = to
             .parent()
@@ -670,5 +683,8 @@ mod tests {
         assert!(store.begin_upload("../evil").await.is_err());
         assert!(store.read("../../etc/passwd", None).await.is_err());
         assert!(store.read("sha256/../x", None).await.is_err());
+        assert!(store.read("sha256/ab/abcdef..x", None).await.is_err());
+        assert!(store.read("sha256/ab/.abcdef", None).await.is_err());
+        assert!(store.read("sha256/ab/abcdef./", None).await.is_err());
     }
 }

@@ -1,5 +1,6 @@
 //! `openregistry`: the native host. `serve` runs the registry on embedded defaults (filesystem
-//! blobs, SQLite metadata and sessions under one data directory); `migrate` applies the schema.
+//! blobs, SQLite metadata and sessions under one data directory); `migrate` applies the schema;
+//! `gc` collects garbage once.
 
 mod accounts;
 mod bodies;
@@ -128,6 +129,16 @@ enum Command {
         #[command(flatten)]
         settings: SettingFlags,
     },
+    /// Collect garbage once (what nothing references, past the grace window; see
+    /// OPENREGISTRY_GC_GRACE_SECONDS and OPENREGISTRY_GC_KEEP_UNTAGGED), print the report as JSON,
+    /// then exit. Safe while the registry serves pushes and pulls.
+    Gc {
+        /// Report what would be collected first; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        settings: SettingFlags,
+    },
     /// Apply pending schema migrations to the configured database, then exit.
     Migrate {
         #[command(flatten)]
@@ -212,10 +223,21 @@ async fn open_metadata(
     Ok(sql)
 }
 
-async fn serve(settings: Settings) -> Result<(), String> {
-    settings.refuse_unprotected_listen()?;
+/// The registry the settings describe, over this machine's ports (migrated metadata, sessions in
+/// the data directory, the configured or embedded store), and the S3 store to sweep, if any.
+async fn open_registry(
+    settings: &Settings,
+    metrics: Option<Arc<metrics::Metrics>>,
+) -> Result<
+    (
+        openregistry::Registry,
+        Arc<dyn Kv>,
+        Option<openregistry_backends::S3Store>,
+    ),
+    String,
+> {
     let http: Arc<dyn HttpClient> = Arc::new(HyperClient::new());
-    let metadata = open_metadata(&settings, http.clone()).await?;
+    let metadata = open_metadata(settings, http.clone()).await?;
     let data_dir = PathBuf::from(&settings.data_dir);
     let kv_path = data_dir.join("sessions.sqlite");
     let kv_db =
@@ -226,31 +248,10 @@ async fn serve(settings: Settings) -> Result<(), String> {
         sql: Some(metadata),
         ..Embedded::default()
     };
+    let mut s3 = None;
     if let Some(storage) = settings.describe_storage() {
         tracing::info!(storage = %storage, "blob storage");
-        if let Some(s3) = settings.s3_store(http.clone(), kv.clone(), Arc::new(SystemClock))? {
-            // Uploads whose sessions expired leave multipart uploads behind: abort them now and
-            // then every hour (or every upload lifetime, if shorter).
-            let ttl = settings.config().upload_session_ttl;
-            let sessions = kv.clone();
-            tokio::spawn(async move {
-                loop {
-                    let swept = openregistry_host::sweep_expired_uploads(
-                        &s3,
-                        sessions.as_ref(),
-                        &SystemClock,
-                        ttl,
-                    );
-                    match swept.await {
-                        Ok(0) => {}
-                        Ok(n) => tracing::info!(aborted = n, "aborted expired multipart uploads"),
-                        Err(e) => tracing::warn!(error = %e, "could not sweep expired uploads"),
-                    }
-                    let pause = ttl.clamp(Duration::from_secs(1), Duration::from_secs(3600));
-                    tokio::time::sleep(pause).await;
-                }
-            });
-        }
+        s3 = settings.s3_store(http.clone(), kv.clone(), Arc::new(SystemClock))?;
     } else {
         let blobs = FsBlobStore::open(&data_dir)
             .await
@@ -269,21 +270,93 @@ async fn serve(settings: Settings) -> Result<(), String> {
         if auth.token_key.is_none() {
             embedded.token_key = Some(accounts::token_key(None, &data_dir)?);
         }
+    }
+    let ports = HostPorts {
+        kv: kv.clone(),
+        http,
+        clock: Arc::new(SystemClock),
+        random: Arc::new(OsRandom),
+    };
+    let mut registry = openregistry_host::build(settings, ports, embedded)?;
+    if let Some(metrics) = metrics {
+        registry = registry.subscribe(metrics);
+    }
+    Ok((registry, kv, s3))
+}
+
+/// The host's schedule, hourly (or every upload lifetime, if shorter), from the start: expired
+/// uploads' S3 multipart uploads are aborted; from the first hour on, garbage is collected
+/// (`OPENREGISTRY_GC_SCHEDULE`).
+fn spawn_schedule(
+    registry: Arc<openregistry::Registry>,
+    settings: &Settings,
+    sessions: Arc<dyn Kv>,
+    s3: Option<openregistry_backends::S3Store>,
+    metrics: Arc<metrics::Metrics>,
+) {
+    let ttl = settings.config().upload_session_ttl;
+    let gc = settings.gc_schedule;
+    let pause = ttl.clamp(Duration::from_secs(1), Duration::from_secs(3600));
+    tokio::spawn(async move {
+        let mut last_gc = tokio::time::Instant::now();
+        loop {
+            if let Some(s3) = &s3 {
+                let swept = openregistry_host::sweep_expired_uploads(
+                    s3,
+                    sessions.as_ref(),
+                    &SystemClock,
+                    ttl,
+                );
+                match swept.await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(aborted = n, "aborted expired multipart uploads"),
+                    Err(e) => tracing::warn!(error = %e, "could not sweep expired uploads"),
+                }
+            }
+            if gc && last_gc.elapsed() >= Duration::from_secs(3600) {
+                last_gc = tokio::time::Instant::now();
+                match registry.collect_garbage(false).await {
+                    Ok(_) => {}
+                    Err(e) => {
+                        metrics.record_gc_failure();
+                        tracing::warn!(error = %e, "garbage collection failed")
+                    }
+                }
+            }
+            tokio::time::sleep(pause).await;
+        }
+    });
+}
+
+/// `openregistry gc`: one garbage collection run against the configured database and store; the
+/// report on standard output as JSON.
+async fn gc(settings: Settings, dry_run: bool) -> Result<(), String> {
+    let (registry, _, _) = open_registry(&settings, None).await?;
+    let report = registry
+        .collect_garbage(dry_run)
+        .await
+        .map_err(|e| format!("garbage collection failed: {e}"))?;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
+    );
+    Ok(())
+}
+
+async fn serve(settings: Settings) -> Result<(), String> {
+    settings.refuse_unprotected_listen()?;
+    let data_dir = PathBuf::from(&settings.data_dir);
+    let metrics = Arc::new(metrics::Metrics::default());
+    let (registry, kv, s3) = open_registry(&settings, Some(metrics.clone())).await?;
+    if let Some(auth) = &settings.auth {
         tracing::info!(service = %auth.service, "authentication required (tokens at /token)");
     } else {
         tracing::warn!(
             "authentication is off: anyone who can reach the registry can push and delete"
         );
     }
-    let ports = HostPorts {
-        kv,
-        http,
-        clock: Arc::new(SystemClock),
-        random: Arc::new(OsRandom),
-    };
-    let metrics = Arc::new(metrics::Metrics::default());
-    let registry =
-        Arc::new(openregistry_host::build(&settings, ports, embedded)?.subscribe(metrics.clone()));
+    let registry = Arc::new(registry);
+    spawn_schedule(registry.clone(), &settings, kv, s3, metrics.clone());
     let metrics = server::MetricsEndpoint {
         metrics,
         token: settings.metrics_token.clone(),
@@ -414,6 +487,10 @@ async fn main() -> std::process::ExitCode {
         }),
         Command::Health { url, settings } => match settings.settings() {
             Ok(settings) => health(url, &settings).await,
+            Err(e) => Err(e),
+        },
+        Command::Gc { dry_run, settings } => match settings.settings() {
+            Ok(settings) => gc(settings, dry_run).await,
             Err(e) => Err(e),
         },
         Command::Migrate { settings } => accounts_database(&settings).await.map(|_| ()),

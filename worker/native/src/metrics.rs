@@ -7,6 +7,8 @@
 //!   lengths (`Content-Length`; streamed bodies of unknown length are not counted);
 //! - the registry's events ([`Subscriber`]): upload sessions started and cancelled, blobs
 //!   committed and their bytes, manifests pushed and deleted, tags moved and deleted;
+//! - `openregistry_gc_*_total`: garbage collection runs' manifests, blobs and bytes freed (from
+//!   the run's event, whoever started it) and scheduled runs that failed;
 //! - `openregistry_unavailable_responses_total{route}`: 503s, which is how database and storage
 //!   failures reach clients.
 //!
@@ -41,6 +43,10 @@ struct Counters {
     response_bytes: u64,
     events: BTreeMap<&'static str, u64>,
     committed_bytes: u64,
+    gc_manifests: u64,
+    gc_blobs: u64,
+    gc_bytes: u64,
+    gc_failures: u64,
 }
 
 /// The native host's counters.
@@ -154,7 +160,30 @@ impl Metrics {
              openregistry_blob_bytes_committed_total {}",
             c.committed_bytes
         );
+        let _ = writeln!(
+            out,
+            "# HELP openregistry_gc_manifests_deleted_total Manifests the garbage collector deleted.\n\
+             # TYPE openregistry_gc_manifests_deleted_total counter\n\
+             openregistry_gc_manifests_deleted_total {}\n\
+             # HELP openregistry_gc_blobs_deleted_total Blobs the garbage collector deleted.\n\
+             # TYPE openregistry_gc_blobs_deleted_total counter\n\
+             openregistry_gc_blobs_deleted_total {}\n\
+             # HELP openregistry_gc_bytes_freed_total Blob bytes the garbage collector deleted from storage.\n\
+             # TYPE openregistry_gc_bytes_freed_total counter\n\
+             openregistry_gc_bytes_freed_total {}\n\
+             # HELP openregistry_gc_failures_total Scheduled garbage collection runs that failed.\n\
+             # TYPE openregistry_gc_failures_total counter\n\
+             openregistry_gc_failures_total {}",
+            c.gc_manifests, c.gc_blobs, c.gc_bytes, c.gc_failures
+        );
         out
+    }
+
+    /// A scheduled garbage collection run failed (a finished one arrives as an event).
+    pub fn record_gc_failure(&self) {
+        if let Ok(mut c) = self.counters.lock() {
+            c.gc_failures += 1;
+        }
     }
 }
 
@@ -177,6 +206,7 @@ fn event_kind(event: &Event) -> &'static str {
         Event::TagMoved { .. } => "tag_moved",
         Event::TagDeleted { .. } => "tag_deleted",
         Event::ManifestDeleted { .. } => "manifest_deleted",
+        Event::GarbageCollected { .. } => "garbage_collected",
     }
 }
 
@@ -188,8 +218,19 @@ impl Subscriber for Metrics {
         };
         for event in events {
             *c.events.entry(event_kind(event)).or_default() += 1;
-            if let Event::BlobCommitted { size, .. } = event {
-                c.committed_bytes += size;
+            match event {
+                Event::BlobCommitted { size, .. } => c.committed_bytes += size,
+                Event::GarbageCollected {
+                    manifests_deleted,
+                    blobs_deleted,
+                    blob_bytes_freed,
+                    ..
+                } => {
+                    c.gc_manifests += manifests_deleted;
+                    c.gc_blobs += blobs_deleted;
+                    c.gc_bytes += blob_bytes_freed;
+                }
+                _ => {}
             }
         }
     }

@@ -26,6 +26,12 @@ pub struct Config {
     /// `https://uploads.example`): upload starts are forwarded there, so the bytes of big layers
     /// go to it directly (past this host's body limit) while pulls stay here.
     pub upload_origin: Option<String>,
+    /// The garbage collector's grace window: links, manifests and referrers younger than this are
+    /// never collected (a push in progress is about to reference them). A blob link told to a
+    /// pusher as present (HEAD, mount, upload) is refreshed when older than half of it.
+    pub gc_grace: Duration,
+    /// Untagged manifests kept per repository, newest first (`None`: every one is kept).
+    pub gc_keep_untagged: Option<u64>,
 }
 
 impl Config {
@@ -52,6 +58,8 @@ impl Default for Config {
             chunk_min_length: None,
             chunk_max_length: None,
             upload_origin: None,
+            gc_grace: Duration::from_secs(24 * 60 * 60),
+            gc_keep_untagged: None,
         }
     }
 }

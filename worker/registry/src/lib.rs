@@ -18,6 +18,7 @@ pub mod body;
 mod config;
 pub mod digest;
 mod error;
+pub mod gc;
 mod manifest;
 #[cfg(any(test, feature = "testing"))]
 pub mod memory;

@@ -58,6 +58,7 @@ impl Kv for MemoryKv {
 pub struct MemoryBlobStore {
     uploads: Mutex<HashMap<String, BytesMut>>,
     blobs: Mutex<HashMap<String, Bytes>>,
+    failing_deletes: std::sync::atomic::AtomicBool,
 }
 
 impl MemoryBlobStore {
@@ -69,6 +70,18 @@ impl MemoryBlobStore {
     /// How many finished blobs the store holds.
     pub fn blob_count(&self) -> usize {
         self.blobs.lock().map_or(0, |b| b.len())
+    }
+
+    /// The bytes of every finished blob the store holds.
+    pub fn stored_bytes(&self) -> u64 {
+        self.blobs
+            .lock()
+            .map_or(0, |b| b.values().map(|v| v.len() as u64).sum())
+    }
+
+    /// Makes every `delete` fail as an unreachable store would (a fault injected in tests).
+    pub fn fail_deletes(&self, failing: bool) {
+        self.failing_deletes.store(failing, Ordering::SeqCst);
     }
 }
 
@@ -124,7 +137,8 @@ impl BlobStore for MemoryBlobStore {
         }
         // Bytes beyond `size` are leftovers of a refused append; they are not part of the blob.
         data.truncate(size);
-        let locator = format!("mem:{digest}");
+        // Unique to the upload, as the port requires.
+        let locator = format!("mem:{digest}:{handle}");
         self.blobs
             .lock()
             .map_err(|_| poisoned())?
@@ -164,6 +178,12 @@ impl BlobStore for MemoryBlobStore {
     }
 
     async fn delete(&self, locator: &str) -> Result<(), StoreError> {
+        if self.failing_deletes.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable(Unavailable::new(
+                "memory",
+                "deletes are failing (injected)",
+            )));
+        }
         self.blobs.lock().map_err(|_| poisoned())?.remove(locator);
         Ok(())
     }

@@ -9,13 +9,15 @@ use crate::digest::Digest;
 use crate::error::RegistryError;
 use crate::manifest::{Dependency, ParsedManifest, ReferenceKind};
 use crate::names::{RepoName, Tag};
-use crate::ports::{Row, Sql, Statement};
+use crate::ports::{Row, Sql, SqlError, Statement};
 
 /// A blob as the database knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlobRecord {
     pub size: u64,
     pub locator: String,
+    /// When the repository's link was made or last refreshed (0 when not asked in a repository).
+    pub linked_at: u64,
 }
 
 /// A stored manifest (content only when asked for).
@@ -72,7 +74,7 @@ impl<'a> Metadata<'a> {
             .sql
             .query(
                 Statement::new(
-                    "SELECT b.size, b.locator FROM repository_blobs rb \
+                    "SELECT b.size, b.locator, rb.created_at FROM repository_blobs rb \
                      JOIN blobs b ON b.digest = rb.digest \
                      WHERE rb.repository = $1 AND rb.digest = $2",
                 )
@@ -85,9 +87,33 @@ impl<'a> Metadata<'a> {
                 Ok(BlobRecord {
                     size: r.uint(0)?,
                     locator: r.text(1)?,
+                    linked_at: r.uint(2)?,
                 })
             })
             .transpose()
+    }
+
+    /// Refreshes `repo`'s link to `digest` (its age is the collector's grace window): a client
+    /// told the blob is there may reference it in a manifest next. False when the link is gone.
+    pub async fn refresh_link(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        now_ms: u64,
+    ) -> Result<bool, RegistryError> {
+        let rows = self
+            .sql
+            .query(
+                Statement::new(
+                    "UPDATE repository_blobs SET created_at = $3 \
+                     WHERE repository = $1 AND digest = $2 RETURNING digest",
+                )
+                .bind(repo.as_str())
+                .bind(digest.as_str())
+                .bind(now_ms),
+            )
+            .await?;
+        Ok(!rows.is_empty())
     }
 
     /// The blob `digest` in any repository (content is stored once per digest).
@@ -104,6 +130,7 @@ impl<'a> Metadata<'a> {
                 Ok(BlobRecord {
                     size: r.uint(0)?,
                     locator: r.text(1)?,
+                    linked_at: 0,
                 })
             })
             .transpose()
@@ -183,7 +210,7 @@ impl<'a> Metadata<'a> {
                     "INSERT INTO repository_blobs (repository, digest, created_at) \
                      SELECT CAST($1 AS TEXT), digest, CAST($2 AS BIGINT) FROM repository_blobs \
                      WHERE repository = $3 AND digest = $4 \
-                     ON CONFLICT (repository, digest) DO UPDATE SET created_at = repository_blobs.created_at \
+                     ON CONFLICT (repository, digest) DO UPDATE SET created_at = excluded.created_at \
                      RETURNING digest",
                 )
                 .bind(repo.as_str())
@@ -201,17 +228,22 @@ impl<'a> Metadata<'a> {
         repo: &RepoName,
         digest: &Digest,
     ) -> Result<bool, RegistryError> {
-        let rows = self
+        // The manifests that name it keep their rows otherwise (and so the link): a deleted blob
+        // is deleted even when a manifest still names it, as in every registry.
+        let results = self
             .sql
-            .query(
+            .batch(vec![
+                Statement::new("DELETE FROM manifest_blobs WHERE repository = $1 AND digest = $2")
+                    .bind(repo.as_str())
+                    .bind(digest.as_str()),
                 Statement::new(
                     "DELETE FROM repository_blobs WHERE repository = $1 AND digest = $2 RETURNING digest",
                 )
                 .bind(repo.as_str())
                 .bind(digest.as_str()),
-            )
+            ])
             .await?;
-        Ok(!rows.is_empty())
+        Ok(results.get(1).is_some_and(|rows| !rows.is_empty()))
     }
 
     /// A manifest by digest; with its bytes when `with_content`.
@@ -346,7 +378,8 @@ impl<'a> Metadata<'a> {
             ensure_repository(repo, now_ms),
             Statement::new(
                 "INSERT INTO manifests (repository, digest, media_type, artifact_type, subject, \
-                 annotations, size, content, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+                 annotations, size, content, created_at, indexed) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1) \
                  ON CONFLICT (repository, digest) DO NOTHING",
             )
             .bind(repo.as_str())
@@ -359,6 +392,7 @@ impl<'a> Metadata<'a> {
             .bind(content)
             .bind(now_ms),
         ];
+        batch.extend(reference_statements(repo, digest, manifest));
         for tag in tags {
             let sql = if immutable.contains(tag) {
                 "INSERT INTO tags (repository, name, digest, updated_at) VALUES ($1, $2, $3, $4) \
@@ -376,8 +410,16 @@ impl<'a> Metadata<'a> {
                     .bind(now_ms),
             );
         }
-        self.sql.batch(batch).await?;
-        Ok(())
+        match self.sql.batch(batch).await {
+            Ok(_) => Ok(()),
+            // Checked just before; only a garbage collector can have removed one since.
+            Err(SqlError::ForeignKeyViolation(_)) => Err(RegistryError::ManifestBlobUnknown(
+                "a blob or manifest it references was garbage-collected while it was pushed; \
+                 push it again"
+                    .into(),
+            )),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Deletes a manifest and every tag pointing at it; false when it did not exist.
@@ -386,10 +428,15 @@ impl<'a> Metadata<'a> {
         repo: &RepoName,
         digest: &Digest,
     ) -> Result<bool, RegistryError> {
-        let results = self
-            .sql
-            .batch(vec![
+        let results =
+            self.sql
+                .batch(vec![
                 Statement::new("DELETE FROM tags WHERE repository = $1 AND digest = $2")
+                    .bind(repo.as_str())
+                    .bind(digest.as_str()),
+                // Indexes naming it keep their other rows: a deleted manifest is deleted, as in
+                // every registry, even while an index still names it. Its own rows cascade.
+                Statement::new("DELETE FROM manifest_children WHERE repository = $1 AND child = $2")
                     .bind(repo.as_str())
                     .bind(digest.as_str()),
                 Statement::new(
@@ -398,8 +445,8 @@ impl<'a> Metadata<'a> {
                 .bind(repo.as_str())
                 .bind(digest.as_str()),
             ])
-            .await?;
-        Ok(results.get(1).is_some_and(|rows| !rows.is_empty()))
+                .await?;
+        Ok(results.get(2).is_some_and(|rows| !rows.is_empty()))
     }
 
     /// Deletes a tag (not the manifest); false when it did not exist.
@@ -528,14 +575,90 @@ impl<'a> Metadata<'a> {
     }
 }
 
+/// Links a blob to a repository, or refreshes the link (its age is the collector's grace window).
 fn link_statement(repo: &RepoName, digest: &Digest, now_ms: u64) -> Statement {
     Statement::new(
         "INSERT INTO repository_blobs (repository, digest, created_at) VALUES ($1, $2, $3) \
-         ON CONFLICT (repository, digest) DO NOTHING",
+         ON CONFLICT (repository, digest) DO UPDATE SET created_at = excluded.created_at",
     )
     .bind(repo.as_str())
     .bind(digest.as_str())
     .bind(now_ms)
+}
+
+/// The rows recording what `manifest` (stored as `digest` in `repo`) references: one per blob
+/// and per child manifest. Their foreign keys fail the batch if a garbage collector removed a
+/// target since it was checked.
+pub(crate) fn reference_statements(
+    repo: &RepoName,
+    digest: &Digest,
+    manifest: &ParsedManifest,
+) -> Vec<Statement> {
+    let mut seen: Vec<&str> = Vec::new();
+    let mut statements = Vec::new();
+    for dependency in &manifest.dependencies {
+        let target = dependency.digest.as_str();
+        if seen.contains(&target) {
+            continue;
+        }
+        seen.push(target);
+        let sql = match dependency.kind {
+            ReferenceKind::Blob => {
+                "INSERT INTO manifest_blobs (repository, manifest, digest) VALUES ($1, $2, $3) \
+                 ON CONFLICT (repository, manifest, digest) DO NOTHING"
+            }
+            ReferenceKind::Manifest => {
+                "INSERT INTO manifest_children (repository, manifest, child) VALUES ($1, $2, $3) \
+                 ON CONFLICT (repository, manifest, child) DO NOTHING"
+            }
+        };
+        statements.push(
+            Statement::new(sql)
+                .bind(repo.as_str())
+                .bind(digest.as_str())
+                .bind(target),
+        );
+    }
+    statements
+}
+
+/// Like [`reference_statements`], for a manifest stored before reference rows existed: only
+/// references whose targets are still there are recorded (no foreign key can fail).
+pub(crate) fn reference_statements_unchecked(
+    repo: &RepoName,
+    digest: &Digest,
+    manifest: &ParsedManifest,
+) -> Vec<Statement> {
+    let mut seen: Vec<&str> = Vec::new();
+    let mut statements = Vec::new();
+    for dependency in &manifest.dependencies {
+        let target = dependency.digest.as_str();
+        if seen.contains(&target) {
+            continue;
+        }
+        seen.push(target);
+        let sql = match dependency.kind {
+            ReferenceKind::Blob => {
+                "INSERT INTO manifest_blobs (repository, manifest, digest) \
+                 SELECT CAST($1 AS TEXT), CAST($2 AS TEXT), CAST($3 AS TEXT) WHERE EXISTS \
+                 (SELECT 1 FROM repository_blobs WHERE repository = $1 AND digest = $3) \
+                 ON CONFLICT (repository, manifest, digest) DO NOTHING"
+            }
+            ReferenceKind::Manifest => {
+                "INSERT INTO manifest_children (repository, manifest, child) \
+                 SELECT CAST($1 AS TEXT), CAST($2 AS TEXT), CAST($3 AS TEXT) WHERE EXISTS \
+                 (SELECT 1 FROM manifests WHERE repository = $1 AND digest = $3) \
+                 ON CONFLICT (repository, manifest, child) DO NOTHING"
+            }
+        };
+        statements.push(
+            Statement::new(sql)
+                .bind(repo.as_str())
+                .bind(digest.as_str())
+                .bind(target),
+        );
+    }
+    statements
 }
 
 fn manifest_record(row: &Row, with_content: bool) -> Result<ManifestRecord, RegistryError> {

@@ -31,6 +31,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0003_orgs.sql",
         sql: include_str!("../../../schema/0003_orgs.sql"),
     },
+    Migration {
+        version: 4,
+        name: "0004_gc.sql",
+        sql: include_str!("../../../schema/0004_gc.sql"),
+    },
 ];
 
 const CREATE_LEDGER: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (\

@@ -7,7 +7,7 @@
 //! an [`EventLog`]; [`Registry::handle_deferred`](crate::Registry::handle_deferred) hands them back
 //! with the response as a [`FollowUp`], which the host runs once the response is on its way:
 //! `ctx.wait_until` on Workers, a spawned task natively, after the response body on Spin. Caches,
-//! webhooks and garbage collection subscribe ([`Subscriber`]); nothing does yet but the tests.
+//! webhooks and metrics subscribe ([`Subscriber`]).
 
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -56,6 +56,13 @@ pub enum Event {
     TagDeleted { repository: String, tag: String },
     /// A manifest (and every tag on it) was removed.
     ManifestDeleted { repository: String, digest: String },
+    /// A garbage collection run finished (not a dry run).
+    GarbageCollected {
+        manifests_deleted: u64,
+        blob_links_deleted: u64,
+        blobs_deleted: u64,
+        blob_bytes_freed: u64,
+    },
 }
 
 /// An operation's value and the events it caused.

@@ -191,6 +191,10 @@ pub enum SqlError {
     /// A unique or primary-key constraint rejected the write (Postgres SQLSTATE 23505).
     #[error("unique violation: {0}")]
     UniqueViolation(String),
+    /// A foreign key rejected the write (SQLSTATE 23503): a row it needs was deleted, or a row it
+    /// deletes is still referenced (a garbage collector racing a push).
+    #[error("foreign key violation: {0}")]
+    ForeignKeyViolation(String),
     /// The database rejected the statement for another reason (a bug, or a schema mismatch).
     #[error("database error {code}: {message}")]
     Database { code: String, message: String },
@@ -268,7 +272,10 @@ pub trait BlobStore: MaybeSend + MaybeSync {
 
     /// Makes the first `size` bytes of the upload an immutable blob under its (already verified)
     /// digest; returns its locator. Bytes beyond `size` (left by an append the core refused) are
-    /// not part of the blob.
+    /// not part of the blob. The locator must be unique to this upload, never returned for
+    /// another one: the garbage collector deletes a locator's bytes once its row is gone, and a
+    /// blob pushed again meanwhile must not be stored under it. (A store whose `delete` keeps the
+    /// bytes, like Skynet's, may name content by its hash.)
     async fn finish_upload(
         &self,
         handle: &str,

@@ -110,6 +110,8 @@ fn map_error(err: rusqlite::Error) -> SqlError {
             let text = message.clone().unwrap_or_else(|| err.to_string());
             if unique {
                 SqlError::UniqueViolation(text)
+            } else if failure.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY {
+                SqlError::ForeignKeyViolation(text)
             } else if matches!(
                 failure.code,
                 ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked

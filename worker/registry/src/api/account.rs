@@ -7,6 +7,7 @@
 //! | `/api/tokens/<id>` | DELETE | revoke one of the user's tokens |
 //! | `/api/repositories/<name>/visibility` | PUT | make a repository `public` or `private` |
 //! | `/api/orgs…` | | organizations (see `orgs`) |
+//! | `/api/gc` | POST | run the garbage collector (`?dry_run=true`: report only); admins only |
 //!
 //! Callers sign in with Basic credentials (user name and an access token). Only an unscoped access
 //! token manages tokens ([`Policy::may_manage_tokens`]); visibility changes stay within the
@@ -176,6 +177,9 @@ impl Registry {
         request: Request<Body>,
     ) -> Result<Response<Body>, ApiError> {
         let not_found = || ApiError::NotFound(format!("no API endpoint /api/{path}"));
+        if path == "gc" {
+            return self.gc_call(request).await;
+        }
         let auth = self.auth.as_ref().ok_or_else(not_found)?;
         if path == "orgs" || path.starts_with("orgs/") {
             let principal = self.api_principal(auth, request.headers()).await?;
@@ -223,6 +227,42 @@ impl Registry {
                 self.set_visibility(&principal, repository, request).await
             }
         }
+    }
+
+    /// `POST /api/gc[?dry_run=true]`: collects garbage now and answers the report. With
+    /// authentication on, only an admin may (without it, anyone may already delete anything).
+    async fn gc_call(&self, request: Request<Body>) -> Result<Response<Body>, ApiError> {
+        if request.method() != Method::POST {
+            return Err(ApiError::MethodNotAllowed { allow: "POST" });
+        }
+        if let Some(auth) = &self.auth {
+            let principal = self.api_principal(auth, request.headers()).await?;
+            if !principal.admin {
+                return Err(ApiError::Forbidden(
+                    "only an admin may run the garbage collector".into(),
+                ));
+            }
+        }
+        let mut dry_run = false;
+        for (key, value) in
+            form_urlencoded::parse(request.uri().query().unwrap_or_default().as_bytes())
+        {
+            match (key.as_ref(), value.as_ref()) {
+                ("dry_run", "true" | "1") => dry_run = true,
+                ("dry_run", "false" | "0") => dry_run = false,
+                (key, _) => {
+                    return Err(ApiError::BadRequest(format!(
+                        "unknown or bad parameter {key:?}; this endpoint takes dry_run=true|false"
+                    )))
+                }
+            }
+        }
+        let report = self.collect_garbage(dry_run).await?;
+        Ok(json_response(
+            StatusCode::OK,
+            serde_json::to_string(&report)
+                .map_err(|e| ApiError::Internal(format!("cannot encode the report: {e}")))?,
+        ))
     }
 
     /// The signed-in user of an `/api/` call: Basic credentials with an access token.

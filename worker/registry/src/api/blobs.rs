@@ -22,10 +22,23 @@ impl Registry {
         with_body: bool,
     ) -> Result<Response<Body>, RegistryError> {
         let digest: Digest = digest.parse()?;
-        let blob = Metadata::new(self.ports.sql.as_ref())
+        let metadata = Metadata::new(self.ports.sql.as_ref());
+        let blob = metadata
             .blob_in_repository(repo, &digest)
             .await?
             .ok_or(RegistryError::BlobUnknown)?;
+        // A pusher told by HEAD that the blob is here skips its upload and names it in a manifest
+        // next: an old link is refreshed so the garbage collector's grace window covers that push
+        // (at most one write per link per half window; pulls GET and write nothing). A link
+        // collected meanwhile is answered as unknown: the pusher uploads it again.
+        let now = self.now_ms();
+        let half_grace = u64::try_from(self.config.gc_grace.as_millis() / 2).unwrap_or(u64::MAX);
+        if !with_body
+            && now.saturating_sub(blob.linked_at) > half_grace
+            && !metadata.refresh_link(repo, &digest, now).await?
+        {
+            return Err(RegistryError::BlobUnknown);
+        }
 
         if with_body && self.config.redirect_blob_downloads {
             if let Some(url) = self.ports.blobs.redirect_url(&blob.locator).await? {

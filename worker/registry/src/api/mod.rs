@@ -23,9 +23,10 @@ use crate::auth::{AuthSettings, Claims, Policy, RouteKind};
 use crate::body::Body;
 use crate::config::Config;
 use crate::error::RegistryError;
+use crate::gc::{self, GcOptions, GcReport};
 use crate::metadata::Metadata;
 use crate::names::RepoName;
-use crate::operations::{EventLog, FollowUp, Operations, Subscriber};
+use crate::operations::{Event, EventLog, FollowUp, Operations, Subscriber};
 use crate::ports::Ports;
 
 /// The registry: stateless; build one per request or share one, as the host prefers.
@@ -174,6 +175,35 @@ impl Registry {
 
     fn now_ms(&self) -> u64 {
         self.ports.clock.now_unix_millis()
+    }
+
+    /// Runs the garbage collector ([`crate::gc`]) with this registry's grace window and
+    /// untagged-manifest policy: what hosts call on their schedule, and `POST /api/gc`.
+    /// A finished run is reported to the subscribers as [`Event::GarbageCollected`].
+    pub async fn collect_garbage(&self, dry_run: bool) -> Result<GcReport, RegistryError> {
+        let report = gc::collect(
+            self.ports.sql.as_ref(),
+            self.ports.blobs.as_ref(),
+            self.now_ms(),
+            GcOptions {
+                dry_run,
+                grace: self.config.gc_grace,
+                keep_untagged: self.config.gc_keep_untagged,
+            },
+        )
+        .await?;
+        if !dry_run {
+            let event = Event::GarbageCollected {
+                manifests_deleted: report.untagged_manifests_deleted + report.referrers_deleted,
+                blob_links_deleted: report.blob_links_deleted,
+                blobs_deleted: report.blobs_deleted,
+                blob_bytes_freed: report.blob_bytes_freed,
+            };
+            FollowUp::new(self.subscribers.clone(), vec![event])
+                .run()
+                .await;
+        }
+        Ok(report)
     }
 
     /// Handles one request. Never panics on input; every failure is an OCI error response (or,

@@ -15,7 +15,7 @@ use futures_executor::block_on;
 use http::{HeaderMap, Method, Request, StatusCode};
 use openregistry::digest::{Algorithm, Digest};
 use openregistry::memory::{ManualClock, MemoryBlobStore, MemoryKv, SeededRandom};
-use openregistry::ports::{Kv, NoHttpClient, Ports};
+use openregistry::ports::{Kv, NoHttpClient, Ports, Sql};
 use openregistry::{Body, BodyError, Config, Registry};
 use openregistry_sqlite::SqliteSql;
 use serde_json::{json, Value};
@@ -252,13 +252,22 @@ impl TestRegistry {
     }
 
     pub fn with(config: Config, kv: Arc<dyn Kv>) -> Self {
+        Self::with_sql(config, kv, |sql| sql)
+    }
+
+    /// A registry whose SQL goes through `wrap` (to inject faults or races) to in-memory SQLite.
+    pub fn with_sql(
+        config: Config,
+        kv: Arc<dyn Kv>,
+        wrap: impl FnOnce(Arc<dyn Sql>) -> Arc<dyn Sql>,
+    ) -> Self {
         let sql = SqliteSql::open_in_memory().expect("in-memory SQLite opens");
         block_on(openregistry::migrations::migrate(&sql, START_MS)).expect("migrations apply");
         let blobs = Arc::new(MemoryBlobStore::default());
         let clock = Arc::new(ManualClock::new(START_MS));
         let ports = Ports {
             kv,
-            sql: Arc::new(sql),
+            sql: wrap(Arc::new(sql)),
             blobs: blobs.clone(),
             http: Arc::new(NoHttpClient),
             clock: clock.clone(),
