@@ -132,7 +132,7 @@ def native_settings() -> set[str]:
         name = re.search(r'name: "([A-Z0-9_]+)"', entry)
         hosts = re.search(r"hosts: ([A-Z_]+)", entry)
         assert name and hosts, f"unparsed SETTINGS entry: {entry[:200]}"
-        if hosts.group(1) in ("ALL", "NATIVE"):
+        if hosts.group(1) in ("ALL", "NATIVE", "SCHEDULED"):
             names.add(name.group(1))
     assert len(names) >= 15, f"too few settings parsed from {SETTINGS_RS}: {sorted(names)}"
     return names

@@ -43,6 +43,8 @@ pub const DEFAULT_EDGE_CACHE_MAX_BYTES: u64 = 32 * 1024 * 1024;
 const ALL: &[Host] = &[Host::Native, Host::Cloudflare, Host::Spin];
 const NATIVE: &[Host] = &[Host::Native];
 const CLOUDFLARE: &[Host] = &[Host::Cloudflare];
+/// The hosts that run on a schedule of their own (Spin has no timer).
+const SCHEDULED: &[Host] = &[Host::Native, Host::Cloudflare];
 
 /// One row of the settings table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,7 +145,7 @@ pub const SETTINGS: &[Setting] = &[
         hosts: ALL,
         secret: false,
         default: "required with an endpoint",
-        meaning: "the bucket; blobs are the objects `blobs/<algorithm>/<hex>`",
+        meaning: "the bucket; blobs are objects `blobs/<algorithm>/<hex>.<upload id>` and `uploads/<upload id>`, keys unique per upload",
     },
     Setting {
         name: "OPENREGISTRY_S3_REGION",
@@ -231,7 +233,7 @@ pub const SETTINGS: &[Setting] = &[
     },
     Setting {
         name: "OPENREGISTRY_GC_SCHEDULE",
-        hosts: &[Host::Native, Host::Cloudflare],
+        hosts: SCHEDULED,
         secret: false,
         default: "`true`",
         meaning: "run the garbage collector on the host's schedule (natively hourly, with the upload sweep; on Workers by the Cron Trigger); `false`: only when asked",
