@@ -45,7 +45,7 @@ def test_migrate_applies_the_schema_once_and_a_second_run_changes_nothing(neon_b
     first = migrate(env, data_dir)
     assert "0001_registry.sql" in first and "0002_auth.sql" in first
     versions = applied_versions(neon_backend, env, data_dir)
-    assert versions == ["1", "2", "3"]
+    assert versions == ["1", "2", "3", "4"]
     second = migrate(env, data_dir)
     assert "applied=[]" in second, second
     assert applied_versions(neon_backend, env, data_dir) == versions
