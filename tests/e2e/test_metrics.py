@@ -2,6 +2,7 @@
 
 * in open mode it is served to anyone on loopback: request counters by route kind, method and
   status, a duration histogram per route kind, body bytes, and the registry's events;
+* garbage collection runs count what they freed;
 * with authentication on it is off (404) unless OPENREGISTRY_METRICS_TOKEN is set, and then it
   answers only that bearer token (401 otherwise).
 """
@@ -16,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import cloudflare_host
 from authkit import AuthRegistryServer, remember
+from ocihttp import OciClient
 from registry_server import KIND
 
 pytestmark = pytest.mark.skipif(
@@ -69,3 +71,17 @@ def test_with_auth_metrics_need_their_own_bearer_token(module_registry_factory):
     r = scrape(on, token)
     assert r.status_code == 200
     assert "openregistry_requests" in families(r.text)
+
+
+def test_garbage_collection_runs_are_counted(registry_factory):
+    server = registry_factory("metrics-gc", env={"OPENREGISTRY_GC_GRACE_SECONDS": "0"})
+    client = OciClient(server.base_url)
+    client.push_blob("metrics/gc", b"x" * 3000)
+    r = client.post("/api/gc")
+    assert r.status_code == 200, r.text
+    got = families(scrape(server).text)
+    assert got["openregistry_gc_blobs_deleted"].samples[0].value == 1
+    assert got["openregistry_gc_bytes_freed"].samples[0].value == 3000
+    assert got["openregistry_gc_failures"].samples[0].value == 0
+    events = {s.labels["kind"]: s.value for s in got["openregistry_events"].samples}
+    assert events.get("garbage_collected") == 1
