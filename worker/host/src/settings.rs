@@ -309,6 +309,13 @@ pub const SETTINGS: &[Setting] = &[
         meaning: "largest blob kept in the Cache API",
     },
     Setting {
+        name: "OPENREGISTRY_REQUEST_LOG",
+        hosts: CLOUDFLARE,
+        secret: false,
+        default: "`true`",
+        meaning: "the Worker's metrics: one JSON log line per request (route kind, method, status, ms, body bytes) for Workers Logs, `wrangler tail` and Logpush; `false`: none",
+    },
+    Setting {
         name: "OPENREGISTRY_TEST_KV_LAG",
         hosts: CLOUDFLARE,
         secret: false,
@@ -447,6 +454,7 @@ pub struct Settings {
     pub gc_keep_untagged: Option<u64>,
     pub gc_schedule: bool,
     /// Workers only.
+    pub request_log: bool,
     pub edge_cache: bool,
     pub edge_cache_max_bytes: u64,
     pub test_kv_lag: bool,
@@ -696,6 +704,7 @@ impl Settings {
             gc_grace: Duration::from_secs(gc_grace),
             gc_keep_untagged,
             gc_schedule,
+            request_log: cloudflare && read.flag("OPENREGISTRY_REQUEST_LOG", true)?,
             edge_cache: cloudflare && read.flag("OPENREGISTRY_EDGE_CACHE", true)?,
             edge_cache_max_bytes: if cloudflare {
                 read.number("OPENREGISTRY_EDGE_CACHE_MAX_BYTES")?
