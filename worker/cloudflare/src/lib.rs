@@ -240,7 +240,9 @@ async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
     match collect_garbage(&env).await {
         Ok(Some(report)) => worker::console_log!("{{\"openregistry\":\"gc\",\"report\":{report}}}"),
         Ok(None) => {}
-        Err(message) => worker::console_error!("openregistry: garbage collection failed: {message}"),
+        Err(message) => {
+            worker::console_error!("openregistry: garbage collection failed: {message}")
+        }
     }
 }
 
@@ -336,7 +338,9 @@ async fn serve(
 ) -> Result<(web_sys::Response, bool), String> {
     let settings = config::from_env(env)?;
     let log = settings.request_log;
-    serve_with(request, env, ctx, &settings).await.map(|r| (r, log))
+    serve_with(request, env, ctx, &settings)
+        .await
+        .map(|r| (r, log))
 }
 
 async fn serve_with(
