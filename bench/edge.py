@@ -154,7 +154,8 @@ class Worker(servers.Server):
         self.backend_env = backend_env
 
     def command(self) -> list[str]:
-        return [node(), str(HARNESS), "--listen", self.host, "--persist", str(self.data_dir)]
+        # --direct: workerd on the port itself, no TCP front (see mf-serve.mjs).
+        return [node(), str(HARNESS), "--listen", self.host, "--persist", str(self.data_dir), "--direct"]
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("OPENREGISTRY_")}

@@ -2,7 +2,7 @@
 // Runs the built Worker (worker/cloudflare/build) in workerd through Miniflare's API: the same
 // runtime as `wrangler dev`, without wrangler's proxy, telemetry or prompts, on a free port.
 //
-//   node tests/cloudflare/mf-serve.mjs [--listen 127.0.0.1:0] [--persist DIR] [--script PATH]
+//   node tests/cloudflare/mf-serve.mjs [--listen 127.0.0.1:0] [--persist DIR] [--script PATH] [--direct]
 //
 // Prints one line, `listening http://127.0.0.1:PORT`, once requests are accepted (then workerd's
 // and the Worker's logs). Bindings: the KV namespace UPLOAD_SESSIONS, the R2 bucket BLOBS (unless
@@ -12,7 +12,14 @@
 // --persist (default: a temporary directory removed on exit), on disk rather than in workerd's
 // memory, so workerd's RSS is the Worker's own. `cf: false`: no request.cf download. SIGTERM or
 // SIGINT disposes of workerd and exits 0.
+//
+// The listening port is a small TCP front that hands every connection to workerd's own port,
+// except one that opens with a TLS handshake: that one is closed at once, as a plain-HTTP server
+// does. workerd instead waits on it, and clients that try HTTPS first (skopeo, with
+// --tls-verify=false) then spend Go's 10 s TLS handshake timeout before they fall back to HTTP.
+// `--direct` (benchmarks: no extra hop) lets workerd listen on the port itself.
 import { mkdtempSync, rmSync } from "node:fs";
+import net from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -49,9 +56,10 @@ class StderrLog extends Log {
   }
 }
 
+const direct = process.argv.includes("--direct");
 const mf = new Miniflare({
-  host,
-  port: Number(portText || 0),
+  host: direct ? host : "127.0.0.1",
+  port: direct ? Number(portText || 0) : 0,
   modules: true,
   scriptPath: script,
   // Module names are relative to this, whatever the working directory.
@@ -94,9 +102,45 @@ for (const signal of ["SIGTERM", "SIGINT"]) {
   process.on(signal, () => stop(0));
 }
 
+const TLS_HANDSHAKE = 0x16;
+
+function front(target) {
+  const server = net.createServer({ pauseOnConnect: true }, (client) => {
+    client.once("readable", () => {
+      const first = client.read();
+      if (first === null) {
+        client.destroy();
+        return;
+      }
+      if (first[0] === TLS_HANDSHAKE) {
+        client.destroy();
+        return;
+      }
+      const upstream = net.connect(Number(target.port), target.hostname, () => {
+        upstream.write(first);
+        client.pipe(upstream);
+        upstream.pipe(client);
+      });
+      upstream.on("error", () => client.destroy());
+      client.on("error", () => upstream.destroy());
+      client.on("close", () => upstream.destroy());
+      upstream.on("close", () => client.destroy());
+    });
+    client.resume();
+  });
+  return new Promise((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(Number(portText || 0), host, () => resolve(server.address().port));
+  });
+}
+
 try {
   const url = await mf.ready;
-  console.log(`listening ${url.href.replace(/\/$/, "")}`);
+  if (direct) {
+    console.log(`listening ${url.href.replace(/\/$/, "")}`);
+  } else {
+    console.log(`listening http://${host}:${await front(url)}`);
+  }
 } catch (e) {
   console.error(`mf-serve: workerd did not start: ${e?.stack ?? e}`);
   await stop(1);

@@ -289,8 +289,8 @@ async fn fetch(
     note_memory_growth();
     let response = match served {
         Ok((response, log)) => {
-            if log {
-                log_request(&request, &response, started);
+            if let Some(response_bytes) = log {
+                log_request(&request, &response, response_bytes, started);
             }
             return Ok(response);
         }
@@ -307,48 +307,51 @@ async fn fetch(
 /// status, milliseconds, declared body bytes. Structured logs rather than Workers Analytics
 /// Engine: they need no binding or account set-up, show in `wrangler tail`, and are what
 /// Miniflare lets the tests read; the native host's `/metrics` counts the same things.
-fn log_request(request: &web_sys::Request, response: &web_sys::Response, started: f64) {
+fn log_request(
+    request: &web_sys::Request,
+    response: &web_sys::Response,
+    response_bytes: Option<u64>,
+    started: f64,
+) {
     let url = request.url();
     let path = path_and_query(&url).split('?').next().unwrap_or("/");
-    let length = |headers: &web_sys::Headers| {
-        headers
-            .get("content-length")
-            .ok()
-            .flatten()
-            .and_then(|v| v.parse::<u64>().ok())
-    };
+    let request_bytes = request
+        .headers()
+        .get("content-length")
+        .ok()
+        .flatten()
+        .and_then(|v| v.parse::<u64>().ok());
     let line = serde_json::json!({
         "openregistry": "request",
         "route": openregistry::route_name(path),
         "method": request.method(),
         "status": response.status(),
         "ms": (js_sys::Date::now() - started).max(0.0).round() as u64,
-        "request_bytes": length(&request.headers()),
-        "response_bytes": length(&response.headers()),
+        "request_bytes": request_bytes,
+        "response_bytes": response_bytes,
     });
     worker::console_log!("{line}");
 }
 
-/// One request, and whether to log it; `Err` is a problem of the deployment (configuration,
-/// bindings), answered 503.
+/// One request, and (when requests are logged) its response body's declared length; `Err` is a
+/// problem of the deployment (configuration, bindings), answered 503.
 async fn serve(
     request: &web_sys::Request,
     env: &Env,
     ctx: &Context,
-) -> Result<(web_sys::Response, bool), String> {
+) -> Result<(web_sys::Response, Option<Option<u64>>), String> {
     let settings = config::from_env(env)?;
-    let log = settings.request_log;
-    serve_with(request, env, ctx, &settings)
-        .await
-        .map(|r| (r, log))
+    let (response, len) = serve_with(request, env, ctx, &settings).await?;
+    Ok((response, settings.request_log.then_some(len)))
 }
 
+/// The response, and its body's declared length (the runtime keeps `Content-Length` to itself).
 async fn serve_with(
     request: &web_sys::Request,
     env: &Env,
     ctx: &Context,
     settings: &Settings,
-) -> Result<web_sys::Response, String> {
+) -> Result<(web_sys::Response, Option<u64>), String> {
     let registry = registry(settings, env)?;
     let is_head = request.method() == "HEAD";
     let url = request.url();
@@ -370,7 +373,13 @@ async fn serve_with(
     let method = request.method();
     if let Some(cache) = cache.as_ref().filter(|_| method == "GET" && !has_range) {
         if let Some(hit) = cached(cache, &url).await {
-            return Ok(hit);
+            let len = hit
+                .headers()
+                .get("content-length")
+                .ok()
+                .flatten()
+                .and_then(|v| v.parse().ok());
+            return Ok((hit, len));
         }
     }
 
@@ -408,5 +417,5 @@ async fn serve_with(
             in_background(ctx, Ok(cache.delete_with_str(&url)));
         }
     }
-    Ok(out)
+    Ok((out, len))
 }
