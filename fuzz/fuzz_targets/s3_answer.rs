@@ -6,41 +6,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures_executor::block_on;
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
-use openregistry::digest::{Algorithm, Digest};
 use openregistry::memory::{ManualClock, MemoryKv};
-use openregistry::ports::BlobStore;
 use openregistry_backends::{S3Config, S3Store};
-use openregistry_fuzz::{Answer, ScriptedHttp};
+use openregistry_fuzz::{run_store_operation, Answer, ScriptedHttp, StoreOperation};
 
 #[derive(Debug, Arbitrary)]
 enum Operation {
-    Begin,
-    Append {
-        handle: String,
-        offset: u64,
-        data: Vec<u8>,
-    },
-    Finish {
-        handle: String,
-        size: u64,
-    },
-    Read {
-        locator: String,
-        range: Option<(u64, u64)>,
-    },
-    Redirect {
-        locator: String,
-    },
-    Abort {
-        handle: String,
-    },
-    Delete {
-        locator: String,
-    },
+    Store(StoreOperation),
+    /// The sweep's listing of multipart uploads.
     ListOld,
 }
 
@@ -69,30 +45,9 @@ fuzz_target!(|input: Input| {
         config,
     )
     .expect("a valid config");
-    let digest = Digest::of(Algorithm::Sha256, b"fuzz");
     block_on(async {
         match input.operation {
-            Operation::Begin => drop(store.begin_upload("0a1b2c").await),
-            Operation::Append {
-                handle,
-                offset,
-                data,
-            } => {
-                let stream = futures_util::stream::iter(vec![Ok(Bytes::from(data))]);
-                drop(store.append(&handle, offset, Box::pin(stream)).await);
-            }
-            Operation::Finish { handle, size } => {
-                drop(store.finish_upload(&handle, &digest, size).await)
-            }
-            Operation::Read { locator, range } => {
-                let range = range.map(|(start, end)| openregistry::range::ByteRange { start, end });
-                if let Ok(body) = store.read(&locator, range).await {
-                    drop(body.collect(u64::MAX).await);
-                }
-            }
-            Operation::Redirect { locator } => drop(store.redirect_url(&locator).await),
-            Operation::Abort { handle } => drop(store.abort_upload(&handle).await),
-            Operation::Delete { locator } => drop(store.delete(&locator).await),
+            Operation::Store(operation) => run_store_operation(&store, operation).await,
             Operation::ListOld => drop(store.uploads_older_than(Duration::from_secs(60)).await),
         }
     });

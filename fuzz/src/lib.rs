@@ -11,10 +11,12 @@ use base64::Engine as _;
 use bytes::Bytes;
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use openregistry::auth::{AuthSettings, Signer};
+use openregistry::digest::{Algorithm, Digest};
 use openregistry::memory::{ManualClock, MemoryBlobStore, MemoryKv, SeededRandom};
 use openregistry::ports::{
-    HttpClient, NoHttpClient, Ports, Row, Sql, SqlError, Statement, Unavailable,
+    BlobStore, HttpClient, NoHttpClient, Ports, Row, Sql, SqlError, Statement, Unavailable,
 };
+use openregistry::range::ByteRange;
 use openregistry::{Body, Config, Registry};
 
 /// SQL that finds nothing and stores nothing: handlers run their parsing and checks, then take
@@ -133,5 +135,62 @@ impl HttpClient for ScriptedHttp {
         response
             .body(Body::Full(Bytes::from(answer.body)))
             .map_err(|e| Unavailable::new("fuzz", e.to_string()))
+    }
+}
+
+/// One call on a blob store, with arbitrary arguments (handles and locators as a database or a
+/// session store might hand back).
+#[derive(Debug, Arbitrary)]
+pub enum StoreOperation {
+    Begin,
+    Append {
+        handle: String,
+        offset: u64,
+        data: Vec<u8>,
+    },
+    Finish {
+        handle: String,
+        size: u64,
+    },
+    Read {
+        locator: String,
+        range: Option<(u64, u64)>,
+    },
+    Redirect {
+        locator: String,
+    },
+    Abort {
+        handle: String,
+    },
+    Delete {
+        locator: String,
+    },
+}
+
+/// Runs `operation` on `store`, reading any body it returns; every outcome but a panic is fine.
+pub async fn run_store_operation(store: &dyn BlobStore, operation: StoreOperation) {
+    let digest = Digest::of(Algorithm::Sha256, b"fuzz");
+    match operation {
+        StoreOperation::Begin => drop(store.begin_upload("0a1b2c").await),
+        StoreOperation::Append {
+            handle,
+            offset,
+            data,
+        } => {
+            let stream = futures_util::stream::iter(vec![Ok(Bytes::from(data))]);
+            drop(store.append(&handle, offset, Box::pin(stream)).await);
+        }
+        StoreOperation::Finish { handle, size } => {
+            drop(store.finish_upload(&handle, &digest, size).await)
+        }
+        StoreOperation::Read { locator, range } => {
+            let range = range.map(|(start, end)| ByteRange { start, end });
+            if let Ok(body) = store.read(&locator, range).await {
+                drop(body.collect(u64::MAX).await);
+            }
+        }
+        StoreOperation::Redirect { locator } => drop(store.redirect_url(&locator).await),
+        StoreOperation::Abort { handle } => drop(store.abort_upload(&handle).await),
+        StoreOperation::Delete { locator } => drop(store.delete(&locator).await),
     }
 }

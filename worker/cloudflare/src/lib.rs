@@ -230,14 +230,21 @@ fn in_background(ctx: &Context, promise: Result<Promise, JsValue>) {
 /// the report (`wrangler tail`; Workers Logs keep it).
 #[event(scheduled)]
 async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
-    match sweep_expired_uploads(&env).await {
+    let settings = match config::from_env(&env) {
+        Ok(settings) => settings,
+        Err(message) => {
+            worker::console_error!("openregistry: scheduled run not started: {message}");
+            return;
+        }
+    };
+    match sweep_expired_uploads(&settings, &env).await {
         Ok(Some(aborted)) => {
             worker::console_log!("openregistry: aborted expired multipart uploads: {aborted}")
         }
         Ok(None) => worker::console_log!("openregistry: no S3 bucket configured to sweep"),
         Err(message) => worker::console_error!("openregistry: sweep failed: {message}"),
     }
-    match collect_garbage(&env).await {
+    match collect_garbage(&settings, &env).await {
         Ok(Some(report)) => worker::console_log!("{{\"openregistry\":\"gc\",\"report\":{report}}}"),
         Ok(None) => {}
         Err(message) => {
@@ -247,12 +254,11 @@ async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
 }
 
 /// The scheduled garbage collection run, its report as JSON; `None` when switched off.
-async fn collect_garbage(env: &Env) -> Result<Option<String>, String> {
-    let settings = config::from_env(env)?;
+async fn collect_garbage(settings: &Settings, env: &Env) -> Result<Option<String>, String> {
     if !settings.gc_schedule {
         return Ok(None);
     }
-    let report = registry(&settings, env)?
+    let report = registry(settings, env)?
         .collect_garbage(false)
         .await
         .map_err(|e| e.to_string())?;
@@ -261,8 +267,7 @@ async fn collect_garbage(env: &Env) -> Result<Option<String>, String> {
         .map_err(|e| e.to_string())
 }
 
-async fn sweep_expired_uploads(env: &Env) -> Result<Option<usize>, String> {
-    let settings = config::from_env(env)?;
+async fn sweep_expired_uploads(settings: &Settings, env: &Env) -> Result<Option<usize>, String> {
     let store = env
         .kv(KV_BINDING)
         .map_err(|e| format!("the KV namespace binding {KV_BINDING} is missing: {e}"))?;

@@ -34,7 +34,7 @@ use serde::Serialize;
 use crate::digest::Digest;
 use crate::error::RegistryError;
 use crate::manifest;
-use crate::metadata::reference_statements_unchecked;
+use crate::metadata::{reference_statements, References};
 use crate::names::RepoName;
 use crate::ports::{BlobStore, Row, Sql, SqlError, Statement, StoreError};
 
@@ -168,7 +168,12 @@ async fn index_manifests(sql: &dyn Sql) -> Result<u64, RegistryError> {
                      ({e}); its references are unknown"
                 ))
             })?;
-            batch.extend(reference_statements_unchecked(&repo, &digest, &parsed));
+            batch.extend(reference_statements(
+                &repo,
+                &digest,
+                &parsed,
+                References::OfExistingTargets,
+            ));
             batch.push(
                 Statement::new(
                     "UPDATE manifests SET indexed = 1 WHERE repository = $1 AND digest = $2",
@@ -234,38 +239,74 @@ impl Pass {
     }
 }
 
+/// What a pass deleted: the first row each delete returned, and candidates skipped in use.
+#[derive(Default)]
+struct PassOutcome {
+    returned: Vec<Row>,
+    in_use: u64,
+}
+
+impl PassOutcome {
+    fn deleted(&self) -> u64 {
+        self.returned.len() as u64
+    }
+}
+
+/// Runs one pass to the end: takes the next chunk of candidates, deletes each with the
+/// statements `delete` makes of its row, until a chunk is empty or frees nothing (what is left
+/// is in use, and the next run tries it again).
+async fn run_pass(
+    sql: &dyn Sql,
+    pass: &'static str,
+    candidates: impl Fn() -> Statement,
+    delete: impl Fn(&Row) -> Result<Vec<Statement>, SqlError>,
+) -> Result<PassOutcome, RegistryError> {
+    let mut total = PassOutcome::default();
+    loop {
+        let rows = sql.query(candidates()).await?;
+        if rows.is_empty() {
+            break;
+        }
+        let statements = rows.iter().map(&delete).collect::<Result<_, _>>()?;
+        let outcome = delete_chunk(sql, statements).await?;
+        total.in_use += outcome.in_use;
+        let freed = !outcome.deleted.is_empty();
+        total.returned.extend(
+            outcome
+                .deleted
+                .into_iter()
+                .filter_map(|rows| rows.into_iter().next()),
+        );
+        tracing::info!(pass, deleted = total.deleted(), "garbage collection");
+        if !freed {
+            break;
+        }
+    }
+    Ok(total)
+}
+
 /// Runs a manifest pass to the end: (deleted, bytes, skipped in use).
 async fn delete_manifests(
     sql: &dyn Sql,
     pass: Pass,
     cutoff: u64,
 ) -> Result<(u64, u64, u64), RegistryError> {
-    let (mut deleted, mut bytes, mut in_use) = (0, 0, 0);
-    loop {
-        let rows = sql.query(pass.candidates(cutoff)).await?;
-        let candidates: Vec<(String, String)> = rows
-            .iter()
-            .map(|r| Ok((r.text(0)?, r.text(1)?)))
-            .collect::<Result<_, SqlError>>()?;
-        if candidates.is_empty() {
-            break;
-        }
-        let statements = candidates
-            .iter()
-            .map(|(repo, digest)| vec![pass.delete(repo, digest, cutoff)])
-            .collect();
-        let outcome = delete_chunk(sql, statements).await?;
-        in_use += outcome.in_use;
-        deleted += outcome.deleted.len() as u64;
-        for rows in &outcome.deleted {
-            bytes += rows.first().map(|r| r.uint(0)).transpose()?.unwrap_or(0);
-        }
-        tracing::info!(?pass, deleted, "garbage collection: manifests");
-        if outcome.deleted.is_empty() {
-            break;
-        }
+    let name = match pass {
+        Pass::Untagged { .. } => "untagged manifests",
+        Pass::OrphanReferrers => "orphaned referrers",
+    };
+    let outcome = run_pass(
+        sql,
+        name,
+        || pass.candidates(cutoff),
+        |row| Ok(vec![pass.delete(&row.text(0)?, &row.text(1)?, cutoff)]),
+    )
+    .await?;
+    let mut bytes = 0;
+    for row in &outcome.returned {
+        bytes += row.uint(0)?;
     }
-    Ok((deleted, bytes, in_use))
+    Ok((outcome.deleted(), bytes, outcome.in_use))
 }
 
 const UNREFERENCED_LINK: &str = "NOT EXISTS (SELECT 1 FROM manifest_blobs mb \
@@ -273,102 +314,69 @@ const UNREFERENCED_LINK: &str = "NOT EXISTS (SELECT 1 FROM manifest_blobs mb \
 
 /// Deletes links no manifest of their repository references: (deleted, skipped in use).
 async fn delete_links(sql: &dyn Sql, cutoff: u64) -> Result<(u64, u64), RegistryError> {
-    let (mut deleted, mut in_use) = (0, 0);
-    loop {
-        let rows = sql
-            .query(
-                Statement::new(format!(
-                    "SELECT rb.repository, rb.digest FROM repository_blobs rb \
-                     WHERE rb.created_at < $1 AND {UNREFERENCED_LINK} LIMIT $2"
-                ))
-                .bind(cutoff)
-                .bind(CHUNK),
-            )
-            .await?;
-        let candidates: Vec<(String, String)> = rows
-            .iter()
-            .map(|r| Ok((r.text(0)?, r.text(1)?)))
-            .collect::<Result<_, SqlError>>()?;
-        if candidates.is_empty() {
-            break;
-        }
-        let statements = candidates
-            .iter()
-            .map(|(repo, digest)| {
-                vec![Statement::new(format!(
-                    "DELETE FROM repository_blobs WHERE repository = $1 AND digest = $2 AND EXISTS \
-                     (SELECT 1 FROM repository_blobs rb WHERE rb.repository = $1 AND rb.digest = $2 \
-                     AND rb.created_at < $3 AND {UNREFERENCED_LINK}) RETURNING digest"
-                ))
-                .bind(repo.as_str())
-                .bind(digest.as_str())
-                .bind(cutoff)]
-            })
-            .collect();
-        let outcome = delete_chunk(sql, statements).await?;
-        in_use += outcome.in_use;
-        deleted += outcome.deleted.len() as u64;
-        tracing::info!(deleted, "garbage collection: blob links");
-        if outcome.deleted.is_empty() {
-            break;
-        }
-    }
-    Ok((deleted, in_use))
+    let outcome = run_pass(
+        sql,
+        "blob links",
+        || {
+            Statement::new(format!(
+                "SELECT rb.repository, rb.digest FROM repository_blobs rb \
+                 WHERE rb.created_at < $1 AND {UNREFERENCED_LINK} LIMIT $2"
+            ))
+            .bind(cutoff)
+            .bind(CHUNK)
+        },
+        |row| {
+            Ok(vec![Statement::new(format!(
+                "DELETE FROM repository_blobs WHERE repository = $1 AND digest = $2 AND EXISTS \
+                 (SELECT 1 FROM repository_blobs rb WHERE rb.repository = $1 AND rb.digest = $2 \
+                 AND rb.created_at < $3 AND {UNREFERENCED_LINK}) RETURNING digest"
+            ))
+            .bind(row.text(0)?)
+            .bind(row.text(1)?)
+            .bind(cutoff)])
+        },
+    )
+    .await?;
+    Ok((outcome.deleted(), outcome.in_use))
 }
 
 /// Deletes blob rows no repository links and queues their locators: (deleted, skipped in use).
 async fn delete_blob_rows(sql: &dyn Sql, now_ms: u64) -> Result<(u64, u64), RegistryError> {
-    let (mut deleted, mut in_use) = (0, 0);
-    loop {
-        let rows = sql
-            .query(
-                Statement::new(
-                    "SELECT digest, locator, size FROM blobs b WHERE NOT EXISTS \
-                     (SELECT 1 FROM repository_blobs rb WHERE rb.digest = b.digest) LIMIT $1",
-                )
-                .bind(CHUNK),
+    let outcome = run_pass(
+        sql,
+        "blobs",
+        || {
+            Statement::new(
+                "SELECT digest, locator, size FROM blobs b WHERE NOT EXISTS \
+                 (SELECT 1 FROM repository_blobs rb WHERE rb.digest = b.digest) LIMIT $1",
             )
-            .await?;
-        let candidates: Vec<(String, String, u64)> = rows
-            .iter()
-            .map(|r| Ok((r.text(0)?, r.text(1)?, r.uint(2)?)))
-            .collect::<Result<_, SqlError>>()?;
-        if candidates.is_empty() {
-            break;
-        }
-        let statements = candidates
-            .iter()
-            .map(|(digest, locator, size)| {
-                vec![
-                    Statement::new(
-                        "DELETE FROM blobs WHERE digest = $1 AND locator = $2 AND NOT EXISTS \
-                         (SELECT 1 FROM repository_blobs rb WHERE rb.digest = $1) RETURNING digest",
-                    )
-                    .bind(digest.as_str())
-                    .bind(locator.as_str()),
-                    // Queued only if no row names the locator any more (the delete above ran).
-                    Statement::new(
-                        "INSERT INTO blob_deletions (locator, digest, size, queued_at) \
-                         SELECT CAST($1 AS TEXT), CAST($2 AS TEXT), CAST($3 AS BIGINT), CAST($4 AS BIGINT) \
-                         WHERE NOT EXISTS (SELECT 1 FROM blobs WHERE locator = $1) \
-                         ON CONFLICT (locator) DO NOTHING",
-                    )
-                    .bind(locator.as_str())
-                    .bind(digest.as_str())
-                    .bind(*size)
-                    .bind(now_ms),
-                ]
-            })
-            .collect();
-        let outcome = delete_chunk(sql, statements).await?;
-        in_use += outcome.in_use;
-        deleted += outcome.deleted.len() as u64;
-        tracing::info!(deleted, "garbage collection: blobs");
-        if outcome.deleted.is_empty() {
-            break;
-        }
-    }
-    Ok((deleted, in_use))
+            .bind(CHUNK)
+        },
+        |row| {
+            let (digest, locator, size) = (row.text(0)?, row.text(1)?, row.uint(2)?);
+            Ok(vec![
+                Statement::new(
+                    "DELETE FROM blobs WHERE digest = $1 AND locator = $2 AND NOT EXISTS \
+                     (SELECT 1 FROM repository_blobs rb WHERE rb.digest = $1) RETURNING digest",
+                )
+                .bind(digest.as_str())
+                .bind(locator.as_str()),
+                // Queued only if no row names the locator any more (the delete above ran).
+                Statement::new(
+                    "INSERT INTO blob_deletions (locator, digest, size, queued_at) \
+                     SELECT CAST($1 AS TEXT), CAST($2 AS TEXT), CAST($3 AS BIGINT), CAST($4 AS BIGINT) \
+                     WHERE NOT EXISTS (SELECT 1 FROM blobs WHERE locator = $1) \
+                     ON CONFLICT (locator) DO NOTHING",
+                )
+                .bind(locator)
+                .bind(digest)
+                .bind(size)
+                .bind(now_ms),
+            ])
+        },
+    )
+    .await?;
+    Ok((outcome.deleted(), outcome.in_use))
 }
 
 /// Deletes the queued bytes from the store: (bytes freed, storage errors).

@@ -392,7 +392,12 @@ impl<'a> Metadata<'a> {
             .bind(content)
             .bind(now_ms),
         ];
-        batch.extend(reference_statements(repo, digest, manifest));
+        batch.extend(reference_statements(
+            repo,
+            digest,
+            manifest,
+            References::Checked,
+        ));
         for tag in tags {
             let sql = if immutable.contains(tag) {
                 "INSERT INTO tags (repository, name, digest, updated_at) VALUES ($1, $2, $3, $4) \
@@ -586,13 +591,24 @@ fn link_statement(repo: &RepoName, digest: &Digest, now_ms: u64) -> Statement {
     .bind(now_ms)
 }
 
+/// Whether reference rows are written with a pushed manifest or recorded for an old one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum References {
+    /// With the manifest's batch: their foreign keys fail the batch if a garbage collector
+    /// removed a target since it was checked.
+    Checked,
+    /// For a manifest stored before reference rows existed: only references whose targets are
+    /// still there are recorded (no foreign key can fail).
+    OfExistingTargets,
+}
+
 /// The rows recording what `manifest` (stored as `digest` in `repo`) references: one per blob
-/// and per child manifest. Their foreign keys fail the batch if a garbage collector removed a
-/// target since it was checked.
+/// and per child manifest.
 pub(crate) fn reference_statements(
     repo: &RepoName,
     digest: &Digest,
     manifest: &ParsedManifest,
+    references: References,
 ) -> Vec<Statement> {
     let mut seen: Vec<&str> = Vec::new();
     let mut statements = Vec::new();
@@ -602,49 +618,22 @@ pub(crate) fn reference_statements(
             continue;
         }
         seen.push(target);
-        let sql = match dependency.kind {
-            ReferenceKind::Blob => {
+        let sql = match (dependency.kind, references) {
+            (ReferenceKind::Blob, References::Checked) => {
                 "INSERT INTO manifest_blobs (repository, manifest, digest) VALUES ($1, $2, $3) \
                  ON CONFLICT (repository, manifest, digest) DO NOTHING"
             }
-            ReferenceKind::Manifest => {
+            (ReferenceKind::Manifest, References::Checked) => {
                 "INSERT INTO manifest_children (repository, manifest, child) VALUES ($1, $2, $3) \
                  ON CONFLICT (repository, manifest, child) DO NOTHING"
             }
-        };
-        statements.push(
-            Statement::new(sql)
-                .bind(repo.as_str())
-                .bind(digest.as_str())
-                .bind(target),
-        );
-    }
-    statements
-}
-
-/// Like [`reference_statements`], for a manifest stored before reference rows existed: only
-/// references whose targets are still there are recorded (no foreign key can fail).
-pub(crate) fn reference_statements_unchecked(
-    repo: &RepoName,
-    digest: &Digest,
-    manifest: &ParsedManifest,
-) -> Vec<Statement> {
-    let mut seen: Vec<&str> = Vec::new();
-    let mut statements = Vec::new();
-    for dependency in &manifest.dependencies {
-        let target = dependency.digest.as_str();
-        if seen.contains(&target) {
-            continue;
-        }
-        seen.push(target);
-        let sql = match dependency.kind {
-            ReferenceKind::Blob => {
+            (ReferenceKind::Blob, References::OfExistingTargets) => {
                 "INSERT INTO manifest_blobs (repository, manifest, digest) \
                  SELECT CAST($1 AS TEXT), CAST($2 AS TEXT), CAST($3 AS TEXT) WHERE EXISTS \
                  (SELECT 1 FROM repository_blobs WHERE repository = $1 AND digest = $3) \
                  ON CONFLICT (repository, manifest, digest) DO NOTHING"
             }
-            ReferenceKind::Manifest => {
+            (ReferenceKind::Manifest, References::OfExistingTargets) => {
                 "INSERT INTO manifest_children (repository, manifest, child) \
                  SELECT CAST($1 AS TEXT), CAST($2 AS TEXT), CAST($3 AS TEXT) WHERE EXISTS \
                  (SELECT 1 FROM manifests WHERE repository = $1 AND digest = $3) \

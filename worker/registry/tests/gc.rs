@@ -46,25 +46,6 @@ fn keeping_untagged(keep: u64) -> TestRegistry {
     )
 }
 
-fn image_blobs(t: &TestRegistry, repo: &str, seed: &str) -> (Blob, Blob) {
-    let config = t.push_blob(repo, format!(r#"{{"seed":"{seed}"}}"#).as_bytes());
-    let layer = t.push_blob(repo, format!("layer of {seed}").as_bytes());
-    (config, layer)
-}
-
-fn image_over(config: &Blob, layers: &[&Blob]) -> Manifest {
-    let layers: Vec<_> = layers.iter().map(|l| l.descriptor(OCI_LAYER)).collect();
-    Manifest::new(
-        OCI_MANIFEST,
-        &json!({
-            "schemaVersion": 2,
-            "mediaType": OCI_MANIFEST,
-            "config": config.descriptor(OCI_CONFIG),
-            "layers": layers,
-        }),
-    )
-}
-
 /// Asserts the whole image can be pulled: manifest and every blob, byte for byte.
 fn pulls(t: &TestRegistry, repo: &str, reference: &str, blobs: &[&Blob]) {
     t.get(&format!("/v2/{repo}/manifests/{reference}"))
@@ -89,8 +70,8 @@ fn query(t: &TestRegistry, sql: &'static str) -> Vec<Row> {
 #[test]
 fn a_blob_no_manifest_references_is_freed_once_the_grace_window_has_passed() {
     let t = TestRegistry::new();
-    let (config, layer) = image_blobs(&t, "app", "v1");
-    t.push_manifest("app", "v1", &image_over(&config, &[&layer]));
+    let (config, layer) = t.push_image_blobs("app", "v1");
+    t.push_manifest("app", "v1", &image_manifest(&config, &[&layer]));
     let loose = t.push_blob("app", &bytes_of(1000, 9));
 
     let report = gc(&t);
@@ -122,11 +103,11 @@ fn a_blob_no_manifest_references_is_freed_once_the_grace_window_has_passed() {
 fn deleting_an_image_frees_its_own_blobs_but_not_those_another_image_shares() {
     let t = TestRegistry::new();
     let shared = t.push_blob("app", &bytes_of(5000, 1));
-    let (config1, layer1) = image_blobs(&t, "app", "v1");
-    let (config2, layer2) = image_blobs(&t, "app", "v2");
-    let v1 = image_over(&config1, &[&shared, &layer1]);
+    let (config1, layer1) = t.push_image_blobs("app", "v1");
+    let (config2, layer2) = t.push_image_blobs("app", "v2");
+    let v1 = image_manifest(&config1, &[&shared, &layer1]);
     t.push_manifest("app", "v1", &v1);
-    t.push_manifest("app", "v2", &image_over(&config2, &[&shared, &layer2]));
+    t.push_manifest("app", "v2", &image_manifest(&config2, &[&shared, &layer2]));
     // The same layer in another repository is that repository's link.
     t.push_blob("other", &layer1.bytes);
 
@@ -157,9 +138,9 @@ fn untagged_manifests_are_kept_unless_a_policy_keeps_only_the_newest() {
         };
         let mut layers = Vec::new();
         for (i, seed) in ["v1", "v2", "v3"].iter().enumerate() {
-            let (config, layer) = image_blobs(&t, "app", seed);
+            let (config, layer) = t.push_image_blobs("app", seed);
             // "latest" moves on: v1 and v2 end up untagged, v2 the newer.
-            t.push_manifest("app", "latest", &image_over(&config, &[&layer]));
+            t.push_manifest("app", "latest", &image_manifest(&config, &[&layer]));
             t.clock.advance(Duration::from_secs(60 * (i as u64 + 1)));
             layers.push((config, layer));
         }
@@ -194,10 +175,10 @@ fn untagged_manifests_are_kept_unless_a_policy_keeps_only_the_newest() {
 #[test]
 fn the_children_of_a_tagged_index_are_kept_and_freed_with_it() {
     let t = keeping_untagged(0);
-    let (config_a, layer_a) = image_blobs(&t, "app", "amd64");
-    let (config_b, layer_b) = image_blobs(&t, "app", "arm64");
-    let amd64 = image_over(&config_a, &[&layer_a]);
-    let arm64 = image_over(&config_b, &[&layer_b]);
+    let (config_a, layer_a) = t.push_image_blobs("app", "amd64");
+    let (config_b, layer_b) = t.push_image_blobs("app", "arm64");
+    let amd64 = image_manifest(&config_a, &[&layer_a]);
+    let arm64 = image_manifest(&config_b, &[&layer_b]);
     t.push_manifest("app", &amd64.digest, &amd64);
     t.push_manifest("app", &arm64.digest, &arm64);
     let index = Manifest::new(
@@ -290,8 +271,8 @@ fn a_blob_a_client_was_told_exists_is_kept_for_another_grace_window() {
 #[test]
 fn a_dry_run_reports_what_a_run_then_frees_and_changes_nothing() {
     let t = keeping_untagged(0);
-    let (config, layer) = image_blobs(&t, "app", "v1");
-    let v1 = image_over(&config, &[&layer]);
+    let (config, layer) = t.push_image_blobs("app", "v1");
+    let v1 = image_manifest(&config, &[&layer]);
     t.push_manifest("app", &v1.digest, &v1);
     t.push_blob("app", &bytes_of(700, 3));
     a_day_later(&t);
@@ -316,8 +297,8 @@ fn a_dry_run_reports_what_a_run_then_frees_and_changes_nothing() {
 #[test]
 fn manifests_stored_before_reference_rows_existed_are_indexed_before_anything_is_freed() {
     let t = TestRegistry::new();
-    let (config, layer) = image_blobs(&t, "app", "v1");
-    let v1 = image_over(&config, &[&layer]);
+    let (config, layer) = t.push_image_blobs("app", "v1");
+    let v1 = image_manifest(&config, &[&layer]);
     t.push_manifest("app", "v1", &v1);
     // As a database migrated from before reference rows looks.
     query(&t, "DELETE FROM manifest_blobs");
@@ -366,8 +347,8 @@ fn a_run_cut_off_at_any_point_is_finished_by_the_next_with_nothing_lost_or_half_
             move |inner| Arc::new(FailingAfterShared { inner, budget }),
         );
         let kept = t.push_image("app", "kept", "kept");
-        let (config, layer) = image_blobs(&t, "app", "gone");
-        let gone = image_over(&config, &[&layer]);
+        let (config, layer) = t.push_image_blobs("app", "gone");
+        let gone = image_manifest(&config, &[&layer]);
         t.push_manifest("app", &gone.digest, &gone);
         t.push_blob("app", &bytes_of(300, 5));
         a_day_later(&t);
@@ -492,8 +473,8 @@ fn a_manifest_whose_blob_is_collected_while_it_is_pushed_is_refused_and_not_stor
             })
         },
     );
-    let (config, layer) = image_blobs(&t, "app", "v1");
-    let v1 = image_over(&config, &[&layer]);
+    let (config, layer) = t.push_image_blobs("app", "v1");
+    let v1 = image_manifest(&config, &[&layer]);
     armed.store(true, Ordering::SeqCst);
     t.put_manifest("app", "v1", &v1)
         .expect_error(StatusCode::BAD_REQUEST, "MANIFEST_BLOB_UNKNOWN");
@@ -559,7 +540,7 @@ fn a_link_a_push_references_as_the_collector_deletes_it_is_kept() {
     );
     let racing = slot.lock().expect("not poisoned").clone().expect("built");
     let holder = t.push_image("app", "holder", "holder");
-    let (config, layer) = image_blobs(&t, "app", "v1");
+    let (config, layer) = t.push_image_blobs("app", "v1");
     a_day_later(&t);
     // The collector has chosen `layer` (and `config`); a manifest referencing `layer` commits
     // between its choice and its delete.

@@ -225,6 +225,20 @@ impl Manifest {
     }
 }
 
+/// An OCI image manifest over `config` and `layers` (not pushed).
+pub fn image_manifest(config: &Blob, layers: &[&Blob]) -> Manifest {
+    let layers: Vec<Value> = layers.iter().map(|l| l.descriptor(OCI_LAYER)).collect();
+    Manifest::new(
+        OCI_MANIFEST,
+        &json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": config.descriptor(OCI_CONFIG),
+            "layers": layers,
+        }),
+    )
+}
+
 /// The registry under test and the in-memory ports behind it.
 pub struct TestRegistry {
     pub registry: Registry,
@@ -443,17 +457,15 @@ impl TestRegistry {
     /// Pushes a config and a layer derived from `seed`, and returns an OCI image manifest over
     /// them (not pushed).
     pub fn prepare_image(&self, repo: &str, seed: &str) -> Manifest {
+        let (config, layer) = self.push_image_blobs(repo, seed);
+        image_manifest(&config, &[&layer])
+    }
+
+    /// Pushes the config and the layer `prepare_image` derives from `seed`, and returns them.
+    pub fn push_image_blobs(&self, repo: &str, seed: &str) -> (Blob, Blob) {
         let config = self.push_blob(repo, format!(r#"{{"seed":"{seed}"}}"#).as_bytes());
         let layer = self.push_blob(repo, format!("layer of {seed}").as_bytes());
-        Manifest::new(
-            OCI_MANIFEST,
-            &json!({
-                "schemaVersion": 2,
-                "mediaType": OCI_MANIFEST,
-                "config": config.descriptor(OCI_CONFIG),
-                "layers": [layer.descriptor(OCI_LAYER)],
-            }),
-        )
+        (config, layer)
     }
 
     /// Pushes an OCI image (blobs and manifest) under `reference`.
