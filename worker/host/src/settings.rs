@@ -295,6 +295,20 @@ pub const SETTINGS: &[Setting] = &[
         meaning: "serve without authentication where anyone can reach it (natively: a non-loopback address; at the edge: always) — anyone may then push and delete",
     },
     Setting {
+        name: "OPENREGISTRY_CACHE_BYTES",
+        hosts: NATIVE,
+        secret: false,
+        default: "`0` (off)",
+        meaning: "memory for the read path's cache (manifests, tags, blob links; an LRU), so warm pulls ask the database nothing; `0`: no cache",
+    },
+    Setting {
+        name: "OPENREGISTRY_TAG_CACHE_SECONDS",
+        hosts: NATIVE,
+        secret: false,
+        default: "`5`",
+        meaning: "with the cache on: how long a tag's answer is kept (another process sharing the database sees a moved tag within it; this one at once)",
+    },
+    Setting {
         name: "OPENREGISTRY_EDGE_CACHE",
         hosts: CLOUDFLARE,
         secret: false,
@@ -457,6 +471,9 @@ pub struct Settings {
     pub request_log: bool,
     pub edge_cache: bool,
     pub edge_cache_max_bytes: u64,
+    /// Native only: the read path's cache, in bytes (0: none), and its tag lifetime.
+    pub cache_bytes: u64,
+    pub tag_cache: Duration,
     pub test_kv_lag: bool,
 }
 
@@ -713,6 +730,16 @@ impl Settings {
                 0
             },
             test_kv_lag: cloudflare && read.flag("OPENREGISTRY_TEST_KV_LAG", false)?,
+            cache_bytes: if host == Host::Native {
+                read.number("OPENREGISTRY_CACHE_BYTES")?.unwrap_or(0)
+            } else {
+                0
+            },
+            tag_cache: Duration::from_secs(if host == Host::Native {
+                read.number("OPENREGISTRY_TAG_CACHE_SECONDS")?.unwrap_or(5)
+            } else {
+                5
+            }),
         })
     }
 }

@@ -7,6 +7,7 @@ mod bodies;
 mod embedded;
 mod fs_store;
 mod http_client;
+mod memory_cache;
 mod metrics;
 mod orgs_cli;
 mod server;
@@ -278,6 +279,19 @@ async fn open_registry(
         random: Arc::new(OsRandom),
     };
     let mut registry = openregistry_host::build(settings, ports, embedded)?;
+    if settings.cache_bytes > 0 {
+        let lifetimes = openregistry::cache::CacheLifetimes {
+            tag: settings.tag_cache,
+            ..Default::default()
+        };
+        let cache = Arc::new(memory_cache::MemoryCache::new(settings.cache_bytes));
+        registry = registry.with_cache(cache, lifetimes);
+        tracing::info!(
+            bytes = settings.cache_bytes,
+            tag_seconds = settings.tag_cache.as_secs(),
+            "read path cache on"
+        );
+    }
     if let Some(metrics) = metrics {
         registry = registry.subscribe(metrics);
     }

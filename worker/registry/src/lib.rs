@@ -15,6 +15,7 @@
 mod api;
 pub mod auth;
 pub mod body;
+pub mod cache;
 mod config;
 pub mod digest;
 mod error;

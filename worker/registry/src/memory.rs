@@ -1,4 +1,4 @@
-//! In-memory ports for tests: a `Kv`, a `BlobStore`, a settable clock and a seeded random source.
+//! In-memory ports for tests: a `Kv`, a `Cache`, a `BlobStore`, a settable clock and a seeded random source.
 //! Not for production: nothing here is durable, and the blob store keeps whole blobs in memory.
 
 use std::collections::HashMap;
@@ -11,7 +11,7 @@ use futures_util::StreamExt;
 
 use crate::body::{Body, ByteStream};
 use crate::digest::Digest;
-use crate::ports::{BlobStore, Clock, Kv, Random, StoreError, Unavailable};
+use crate::ports::{BlobStore, Cache, Clock, Kv, Random, StoreError, Unavailable};
 use crate::range::ByteRange;
 
 fn poisoned() -> Unavailable {
@@ -50,6 +50,36 @@ impl Kv for MemoryKv {
     async fn delete(&self, key: &str) -> Result<(), Unavailable> {
         self.values.lock().map_err(|_| poisoned())?.remove(key);
         Ok(())
+    }
+}
+
+/// A `Cache` in a hash map, unbounded (lifetimes are the reader's business: entries carry their
+/// time).
+#[derive(Default)]
+pub struct MemoryCache {
+    values: Mutex<HashMap<String, Bytes>>,
+}
+
+#[cfg_attr(not(target_arch = "wasm32"), async_trait::async_trait)]
+#[cfg_attr(target_arch = "wasm32", async_trait::async_trait(?Send))]
+impl Cache for MemoryCache {
+    async fn get(&self, key: &str) -> Option<Bytes> {
+        self.values.lock().ok()?.get(key).cloned()
+    }
+    async fn put(&self, key: &str, value: Bytes, _ttl: Duration) {
+        if let Ok(mut values) = self.values.lock() {
+            values.insert(key.to_owned(), value);
+        }
+    }
+    async fn delete(&self, key: &str) {
+        if let Ok(mut values) = self.values.lock() {
+            values.remove(key);
+        }
+    }
+    async fn clear(&self) {
+        if let Ok(mut values) = self.values.lock() {
+            values.clear();
+        }
     }
 }
 

@@ -427,18 +427,21 @@ impl<'a> Metadata<'a> {
         }
     }
 
-    /// Deletes a manifest and every tag pointing at it; false when it did not exist.
+    /// Deletes a manifest and every tag pointing at it; `None` when it did not exist, else the
+    /// tags that went with it.
     pub async fn delete_manifest(
         &self,
         repo: &RepoName,
         digest: &Digest,
-    ) -> Result<bool, RegistryError> {
+    ) -> Result<Option<Vec<String>>, RegistryError> {
         let results =
             self.sql
                 .batch(vec![
-                Statement::new("DELETE FROM tags WHERE repository = $1 AND digest = $2")
-                    .bind(repo.as_str())
-                    .bind(digest.as_str()),
+                Statement::new(
+                    "DELETE FROM tags WHERE repository = $1 AND digest = $2 RETURNING name",
+                )
+                .bind(repo.as_str())
+                .bind(digest.as_str()),
                 // Indexes naming it keep their other rows: a deleted manifest is deleted, as in
                 // every registry, even while an index still names it. Its own rows cascade.
                 Statement::new("DELETE FROM manifest_children WHERE repository = $1 AND child = $2")
@@ -451,7 +454,19 @@ impl<'a> Metadata<'a> {
                 .bind(digest.as_str()),
             ])
                 .await?;
-        Ok(results.get(2).is_some_and(|rows| !rows.is_empty()))
+        if results.get(2).is_none_or(|rows| rows.is_empty()) {
+            return Ok(None);
+        }
+        let tags = results
+            .first()
+            .map(|rows| {
+                rows.iter()
+                    .map(|r| r.text(0))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .transpose()?
+            .unwrap_or_default();
+        Ok(Some(tags))
     }
 
     /// Deletes a tag (not the manifest); false when it did not exist.

@@ -275,17 +275,28 @@ impl<'a> Operations<'a> {
         Ok(Outcome::new((), events))
     }
 
-    /// Deletes a manifest and its tags; `false` when there was none.
+    /// Deletes a manifest and its tags (each reported as deleted); `false` when there was none.
     pub async fn delete_manifest(
         &self,
         repo: &RepoName,
         digest: &Digest,
     ) -> Result<Outcome<bool>, RegistryError> {
-        let deleted = self.metadata.delete_manifest(repo, digest).await?;
-        Ok(Outcome::if_changed(deleted, || Event::ManifestDeleted {
+        let Some(tags) = self.metadata.delete_manifest(repo, digest).await? else {
+            return Ok(Outcome::new(false, Vec::new()));
+        };
+        // The tags that went with it first, so that caches forget them too.
+        let mut events: Vec<Event> = tags
+            .into_iter()
+            .map(|tag| Event::TagDeleted {
+                repository: repo.to_string(),
+                tag,
+            })
+            .collect();
+        events.push(Event::ManifestDeleted {
             repository: repo.to_string(),
             digest: digest.to_string(),
-        }))
+        });
+        Ok(Outcome::new(true, events))
     }
 
     /// Deletes a tag (not the manifest); `false` when there was none.

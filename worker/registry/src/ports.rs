@@ -6,6 +6,7 @@
 //! | [`Sql`]      | SQLite / Neon HTTP     | Neon HTTP       | Neon HTTP       |
 //! | [`BlobStore`]| files / Skynet / S3    | R2 / Skynet / S3| Skynet / S3     |
 //! | [`HttpClient`]| hyper                 | `Fetch`         | outbound HTTP   |
+//! | [`Cache`]    | in-memory LRU (optional) | —             | —               |
 //!
 //! plus a [`Clock`] and a [`Random`] source. Futures are `Send` natively and not on wasm32, which is
 //! what the paired `async_trait` attributes below say.
@@ -55,6 +56,22 @@ pub trait Kv: MaybeSend + MaybeSync {
     fn max_value_len(&self) -> usize {
         usize::MAX
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cache
+
+/// A cache close to the client for the registry's read path (see [`crate::cache`]): values it
+/// may lose at any time. Failures are misses, never errors, so a cache outage only costs speed.
+/// Natively a bounded in-memory LRU.
+#[cfg_attr(not(target_arch = "wasm32"), async_trait::async_trait)]
+#[cfg_attr(target_arch = "wasm32", async_trait::async_trait(?Send))]
+pub trait Cache: MaybeSend + MaybeSync {
+    async fn get(&self, key: &str) -> Option<Bytes>;
+    async fn put(&self, key: &str, value: Bytes, ttl: Duration);
+    async fn delete(&self, key: &str);
+    /// Forgets everything it can (after a garbage collection); a no-op where that is impossible.
+    async fn clear(&self) {}
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -194,3 +194,31 @@ fn handle_deferred_hands_the_events_over_instead_of_delivering_them() {
     block_on(follow_up.run());
     assert_eq!(seen.take().len(), 1);
 }
+
+#[test]
+fn deleting_a_tagged_manifest_reports_each_of_its_tags_as_deleted() {
+    let (t, seen) = observed();
+    let manifest = t.push_image(REPO, "v1", "one");
+    t.push_manifest(REPO, "stable", &manifest);
+    seen.take();
+    t.delete(&format!("/v2/{REPO}/manifests/{}", manifest.digest))
+        .expect_status(StatusCode::ACCEPTED);
+    let mut events = seen.take();
+    let last = events.pop();
+    assert_eq!(
+        last,
+        Some(Event::ManifestDeleted {
+            repository: REPO.into(),
+            digest: manifest.digest.clone()
+        })
+    );
+    let mut tags: Vec<String> = events
+        .into_iter()
+        .map(|e| match e {
+            Event::TagDeleted { repository, tag } if repository == REPO => tag,
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    tags.sort();
+    assert_eq!(tags, ["stable", "v1"]);
+}

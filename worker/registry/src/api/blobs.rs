@@ -11,6 +11,7 @@ use crate::error::RegistryError;
 use crate::metadata::Metadata;
 use crate::names::RepoName;
 use crate::operations::EventLog;
+use crate::ports::StoreError;
 use crate::range::{parse_range, RangeRequest};
 
 impl Registry {
@@ -23,21 +24,44 @@ impl Registry {
     ) -> Result<Response<Body>, RegistryError> {
         let digest: Digest = digest.parse()?;
         let metadata = Metadata::new(self.ports.sql.as_ref());
-        let blob = metadata
-            .blob_in_repository(repo, &digest)
-            .await?
-            .ok_or(RegistryError::BlobUnknown)?;
+        let cached = match &self.cache {
+            Some(cache) => cache.blob(repo, &digest).await,
+            None => None,
+        };
+        let blob = match cached {
+            Some(blob) => blob,
+            None => {
+                let blob = metadata
+                    .blob_in_repository(repo, &digest)
+                    .await?
+                    .ok_or(RegistryError::BlobUnknown)?;
+                if let Some(cache) = &self.cache {
+                    cache.keep_blob(repo, &digest, &blob).await;
+                }
+                blob
+            }
+        };
         // A pusher told by HEAD that the blob is here skips its upload and names it in a manifest
         // next: an old link is refreshed so the garbage collector's grace window covers that push
         // (at most one write per link per half window; pulls GET and write nothing). A link
         // collected meanwhile is answered as unknown: the pusher uploads it again.
         let now = self.now_ms();
         let half_grace = u64::try_from(self.config.gc_grace.as_millis() / 2).unwrap_or(u64::MAX);
-        if !with_body
-            && now.saturating_sub(blob.linked_at) > half_grace
-            && !metadata.refresh_link(repo, &digest, now).await?
-        {
-            return Err(RegistryError::BlobUnknown);
+        if !with_body && now.saturating_sub(blob.linked_at) > half_grace {
+            // (A cached link is as old as the database said: the refresh rule holds for it too.)
+            if !metadata.refresh_link(repo, &digest, now).await? {
+                if let Some(cache) = &self.cache {
+                    cache.forget_blob(repo, &digest).await;
+                }
+                return Err(RegistryError::BlobUnknown);
+            }
+            if let Some(cache) = &self.cache {
+                let refreshed = crate::metadata::BlobRecord {
+                    linked_at: now,
+                    ..blob.clone()
+                };
+                cache.keep_blob(repo, &digest, &refreshed).await;
+            }
         }
 
         if with_body && self.config.redirect_blob_downloads {
@@ -80,7 +104,17 @@ impl Registry {
             }
         };
         let body = if with_body && blob.size > 0 {
-            self.ports.blobs.read(&blob.locator, range).await?
+            match self.ports.blobs.read(&blob.locator, range).await {
+                Ok(body) => body,
+                // The bytes were collected since the link was cached: it is gone.
+                Err(StoreError::NotFound(_)) if self.cache.is_some() => {
+                    if let Some(cache) = &self.cache {
+                        cache.forget_blob(repo, &digest).await;
+                    }
+                    return Err(RegistryError::BlobUnknown);
+                }
+                Err(e) => return Err(e.into()),
+            }
         } else {
             Body::Empty
         };

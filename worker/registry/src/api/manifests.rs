@@ -13,7 +13,7 @@ use crate::body::{Body, BodyError};
 use crate::digest::{Algorithm, Digest};
 use crate::error::RegistryError;
 use crate::manifest;
-use crate::metadata::Metadata;
+use crate::metadata::{ManifestRecord, Metadata};
 use crate::names::{Reference, RepoName, Tag};
 use crate::operations::EventLog;
 
@@ -29,14 +29,10 @@ impl Registry {
         if let Reference::Tag(tag) = &reference {
             self.check_tag(claims, repo, tag, Permission::Pull)?;
         }
-        let metadata = Metadata::new(self.ports.sql.as_ref());
-        let record = match &reference {
-            Reference::Digest(digest) => {
-                metadata.manifest_by_digest(repo, digest, with_body).await?
-            }
-            Reference::Tag(tag) => metadata.manifest_by_tag(repo, tag, with_body).await?,
-        }
-        .ok_or(RegistryError::ManifestUnknown)?;
+        let record = self
+            .manifest_record(repo, &reference, with_body)
+            .await?
+            .ok_or(RegistryError::ManifestUnknown)?;
         let mut headers = vec![
             (header::CONTENT_TYPE, record.media_type.clone()),
             (header::CONTENT_LENGTH, record.size.to_string()),
@@ -48,6 +44,47 @@ impl Registry {
         }
         let body = record.content.map_or(Body::Empty, Body::Full);
         Ok(response(StatusCode::OK, &headers, body))
+    }
+
+    /// The manifest `reference` names, through the cache when there is one (which keeps only
+    /// whole records, so a miss asks for the bytes even for a HEAD).
+    async fn manifest_record(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+        with_body: bool,
+    ) -> Result<Option<ManifestRecord>, RegistryError> {
+        let metadata = Metadata::new(self.ports.sql.as_ref());
+        let Some(cache) = &self.cache else {
+            return match reference {
+                Reference::Digest(digest) => {
+                    metadata.manifest_by_digest(repo, digest, with_body).await
+                }
+                Reference::Tag(tag) => metadata.manifest_by_tag(repo, tag, with_body).await,
+            };
+        };
+        match reference {
+            Reference::Digest(digest) => {
+                if let Some(hit) = cache.manifest(repo, digest).await {
+                    return Ok(Some(hit));
+                }
+                let found = metadata.manifest_by_digest(repo, digest, true).await?;
+                if let Some(record) = &found {
+                    cache.keep_manifest(repo, record).await;
+                }
+                Ok(found)
+            }
+            Reference::Tag(tag) => {
+                if let Some(hit) = cache.tagged(repo, tag).await {
+                    return Ok(Some(hit));
+                }
+                let found = metadata.manifest_by_tag(repo, tag, true).await?;
+                if let Some(record) = &found {
+                    cache.keep_tagged(repo, tag, record).await;
+                }
+                Ok(found)
+            }
+        }
     }
 
     pub(super) async fn put_manifest(

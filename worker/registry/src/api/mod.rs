@@ -21,13 +21,14 @@ use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Response
 
 use crate::auth::{AuthSettings, Claims, Policy, RouteKind};
 use crate::body::Body;
+use crate::cache::{CacheLifetimes, MetadataCache};
 use crate::config::Config;
 use crate::error::RegistryError;
 use crate::gc::{self, GcOptions, GcReport};
 use crate::metadata::Metadata;
 use crate::names::RepoName;
 use crate::operations::{Event, EventLog, FollowUp, Operations, Subscriber};
-use crate::ports::Ports;
+use crate::ports::{Cache, Ports};
 
 /// The registry: stateless; build one per request or share one, as the host prefers.
 #[derive(Clone)]
@@ -40,6 +41,8 @@ pub struct Registry {
     policy: Policy,
     /// Told about every request's events after its response.
     subscribers: Vec<Arc<dyn Subscriber>>,
+    /// The read path's cache, if the host has one ([`crate::cache`]).
+    cache: Option<MetadataCache>,
 }
 
 /// Which endpoint a path names.
@@ -148,7 +151,18 @@ impl Registry {
             auth: None,
             policy: Policy::new(false),
             subscribers: Vec::new(),
+            cache: None,
         }
+    }
+
+    /// Reads manifests, tags and blob links through `cache` ([`crate::cache`]).
+    pub fn with_cache(mut self, cache: Arc<dyn Cache>, lifetimes: CacheLifetimes) -> Self {
+        self.cache = Some(MetadataCache::new(
+            cache,
+            self.ports.clock.clone(),
+            lifetimes,
+        ));
+        self
     }
 
     /// Requires tokens on every registry route, and serves `/token` and `/api/`.
@@ -199,9 +213,11 @@ impl Registry {
                 blobs_deleted: report.blobs_deleted,
                 blob_bytes_freed: report.blob_bytes_freed,
             };
-            FollowUp::new(self.subscribers.clone(), vec![event])
-                .run()
-                .await;
+            let events = vec![event];
+            if let Some(cache) = &self.cache {
+                cache.apply(&events).await;
+            }
+            FollowUp::new(self.subscribers.clone(), events).run().await;
         }
         Ok(report)
     }
@@ -221,10 +237,12 @@ impl Registry {
     pub async fn handle_deferred(&self, request: Request<Body>) -> (Response<Body>, FollowUp) {
         let events = EventLog::default();
         let response = self.respond(request, &events).await;
-        (
-            response,
-            FollowUp::new(self.subscribers.clone(), events.take()),
-        )
+        let events = events.take();
+        // Before the response goes: the client that wrote reads its own write next.
+        if let Some(cache) = &self.cache {
+            cache.apply(&events).await;
+        }
+        (response, FollowUp::new(self.subscribers.clone(), events))
     }
 
     async fn respond(&self, request: Request<Body>, events: &EventLog) -> Response<Body> {

@@ -1,0 +1,323 @@
+//! The read path's cache: manifests by digest and "blob B is linked to repository R" for long
+//! (they never change, only disappear), the manifest a tag points at for a few seconds, all in the
+//! host's [`Cache`] port.
+//!
+//! Consistency rules:
+//! - The access check comes first: the cache sits behind [`Registry::authorize`] and the tag
+//!   checks, inside the handlers, so a cached answer never skips authorization.
+//! - Read-your-writes where the write happened: every request's events are applied to the cache
+//!   ([`MetadataCache::apply`]) before its response is returned — a moved or deleted tag, a
+//!   deleted manifest, an unlinked blob are forgotten at once.
+//! - Elsewhere (another process or location sharing the database) a moved tag is seen within the
+//!   tag lifetime, a deleted manifest or unlinked blob within the immutable lifetime.
+//!
+//! Misses are never cached: what is not found is asked again, so a push is always seen at once.
+//!
+//! [`Registry::authorize`]: crate::Registry
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use serde::{Deserialize, Serialize};
+
+use crate::digest::Digest;
+use crate::metadata::{BlobRecord, ManifestRecord};
+use crate::names::{RepoName, Tag};
+use crate::operations::Event;
+use crate::ports::{Cache, Clock};
+
+/// How long entries stay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheLifetimes {
+    /// The manifest a tag points at (`OPENREGISTRY_TAG_CACHE_SECONDS`).
+    pub tag: Duration,
+    /// Manifests by digest and blob links: how long a deletion elsewhere may go unseen here.
+    pub immutable: Duration,
+}
+
+impl Default for CacheLifetimes {
+    fn default() -> Self {
+        Self {
+            tag: Duration::from_secs(5),
+            immutable: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// The registry's records over a [`Cache`] port.
+#[derive(Clone)]
+pub struct MetadataCache {
+    store: Arc<dyn Cache>,
+    clock: Arc<dyn Clock>,
+    lifetimes: CacheLifetimes,
+}
+
+/// An entry's fixed fields (a JSON line); a manifest's bytes follow it.
+#[derive(Serialize, Deserialize)]
+struct Header {
+    /// When the database answered (ms since the epoch): entries older than their lifetime are
+    /// misses even where the store keeps them longer.
+    at: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    digest: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    media_type: Option<String>,
+    size: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    locator: Option<String>,
+    #[serde(default)]
+    linked_at: u64,
+}
+
+fn manifest_key(repo: &str, digest: &str) -> String {
+    format!("m/{repo}@{digest}")
+}
+
+fn tag_key(repo: &str, tag: &str) -> String {
+    format!("t/{repo}:{tag}")
+}
+
+fn blob_key(repo: &str, digest: &str) -> String {
+    format!("b/{repo}@{digest}")
+}
+
+fn encode(header: &Header, content: Option<&Bytes>) -> Option<Bytes> {
+    let json = serde_json::to_vec(header).ok()?;
+    let mut out = BytesMut::with_capacity(json.len() + 1 + content.map_or(0, Bytes::len));
+    out.put_slice(&json);
+    out.put_u8(b'\n');
+    if let Some(content) = content {
+        out.put_slice(content);
+    }
+    Some(out.freeze())
+}
+
+fn decode(value: &Bytes) -> Option<(Header, Bytes)> {
+    let end = value.iter().position(|b| *b == b'\n')?;
+    let header: Header = serde_json::from_slice(value.get(..end)?).ok()?;
+    Some((header, value.slice(end + 1..)))
+}
+
+impl MetadataCache {
+    pub fn new(store: Arc<dyn Cache>, clock: Arc<dyn Clock>, lifetimes: CacheLifetimes) -> Self {
+        Self {
+            store,
+            clock,
+            lifetimes,
+        }
+    }
+
+    /// The entry under `key` if younger than `lifetime`.
+    async fn fresh(&self, key: &str, lifetime: Duration) -> Option<(Header, Bytes)> {
+        let (header, rest) = decode(&self.store.get(key).await?)?;
+        let age = self.clock.now_unix_millis().saturating_sub(header.at);
+        (u128::from(age) < lifetime.as_millis()).then_some((header, rest))
+    }
+
+    async fn manifest_entry(&self, key: &str, lifetime: Duration) -> Option<ManifestRecord> {
+        let (header, content) = self.fresh(key, lifetime).await?;
+        Some(ManifestRecord {
+            digest: header.digest?.parse().ok()?,
+            media_type: header.media_type?,
+            size: header.size,
+            content: Some(content),
+        })
+    }
+
+    async fn put_manifest_entry(&self, key: &str, record: &ManifestRecord, lifetime: Duration) {
+        // Only whole records: a HEAD's answer without the bytes could not serve a later GET.
+        let Some(content) = record.content.as_ref() else {
+            return;
+        };
+        let header = Header {
+            at: self.clock.now_unix_millis(),
+            digest: Some(record.digest.to_string()),
+            media_type: Some(record.media_type.clone()),
+            size: record.size,
+            locator: None,
+            linked_at: 0,
+        };
+        if let Some(value) = encode(&header, Some(content)) {
+            self.store.put(key, value, lifetime).await;
+        }
+    }
+
+    pub async fn manifest(&self, repo: &RepoName, digest: &Digest) -> Option<ManifestRecord> {
+        let key = manifest_key(repo.as_str(), digest.as_str());
+        self.manifest_entry(&key, self.lifetimes.immutable).await
+    }
+
+    pub async fn keep_manifest(&self, repo: &RepoName, record: &ManifestRecord) {
+        let key = manifest_key(repo.as_str(), record.digest.as_str());
+        self.put_manifest_entry(&key, record, self.lifetimes.immutable)
+            .await;
+    }
+
+    pub async fn tagged(&self, repo: &RepoName, tag: &Tag) -> Option<ManifestRecord> {
+        let key = tag_key(repo.as_str(), tag.as_str());
+        self.manifest_entry(&key, self.lifetimes.tag).await
+    }
+
+    pub async fn keep_tagged(&self, repo: &RepoName, tag: &Tag, record: &ManifestRecord) {
+        let key = tag_key(repo.as_str(), tag.as_str());
+        self.put_manifest_entry(&key, record, self.lifetimes.tag)
+            .await;
+    }
+
+    pub async fn blob(&self, repo: &RepoName, digest: &Digest) -> Option<BlobRecord> {
+        let key = blob_key(repo.as_str(), digest.as_str());
+        let (header, _) = self.fresh(&key, self.lifetimes.immutable).await?;
+        Some(BlobRecord {
+            size: header.size,
+            locator: header.locator?,
+            linked_at: header.linked_at,
+        })
+    }
+
+    pub async fn keep_blob(&self, repo: &RepoName, digest: &Digest, record: &BlobRecord) {
+        let header = Header {
+            at: self.clock.now_unix_millis(),
+            digest: None,
+            media_type: None,
+            size: record.size,
+            locator: Some(record.locator.clone()),
+            linked_at: record.linked_at,
+        };
+        if let Some(value) = encode(&header, None) {
+            let key = blob_key(repo.as_str(), digest.as_str());
+            self.store.put(&key, value, self.lifetimes.immutable).await;
+        }
+    }
+
+    /// Forgets a link the database no longer has.
+    pub async fn forget_blob(&self, repo: &RepoName, digest: &Digest) {
+        self.store
+            .delete(&blob_key(repo.as_str(), digest.as_str()))
+            .await;
+    }
+
+    /// Forgets what a request's events made stale.
+    pub async fn apply(&self, events: &[Event]) {
+        for event in events {
+            match event {
+                Event::TagMoved {
+                    repository, tag, ..
+                }
+                | Event::TagDeleted { repository, tag } => {
+                    self.store.delete(&tag_key(repository, tag)).await;
+                }
+                Event::ManifestDeleted { repository, digest } => {
+                    self.store.delete(&manifest_key(repository, digest)).await;
+                }
+                Event::BlobUnlinked { repository, digest } => {
+                    self.store.delete(&blob_key(repository, digest)).await;
+                }
+                Event::GarbageCollected { .. } => self.store.clear().await,
+                Event::UploadStarted { .. }
+                | Event::UploadCancelled { .. }
+                | Event::BlobCommitted { .. }
+                | Event::BlobLinked { .. }
+                | Event::ManifestPushed { .. } => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::{ManualClock, MemoryCache};
+    use futures_executor::block_on;
+
+    fn cache() -> (MetadataCache, Arc<ManualClock>) {
+        let clock = Arc::new(ManualClock::new(1_000_000));
+        let cache = MetadataCache::new(
+            Arc::new(MemoryCache::default()),
+            clock.clone(),
+            CacheLifetimes::default(),
+        );
+        (cache, clock)
+    }
+
+    fn record(content: &'static [u8]) -> ManifestRecord {
+        let digest = Digest::of(crate::digest::Algorithm::Sha256, content);
+        ManifestRecord {
+            digest,
+            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+            size: content.len() as u64,
+            content: Some(Bytes::from_static(content)),
+        }
+    }
+
+    #[test]
+    fn a_tag_entry_lives_for_the_tag_lifetime_only() {
+        block_on(async {
+            let (cache, clock) = cache();
+            let repo = RepoName::parse("a/b").expect("valid");
+            let tag = Tag::parse("latest").expect("valid");
+            cache.keep_tagged(&repo, &tag, &record(b"{}")).await;
+            assert_eq!(cache.tagged(&repo, &tag).await, Some(record(b"{}")));
+            clock.advance(Duration::from_secs(5));
+            assert_eq!(cache.tagged(&repo, &tag).await, None);
+        })
+    }
+
+    #[test]
+    fn events_forget_moved_tags_deleted_manifests_and_unlinked_blobs() {
+        block_on(async {
+            let (cache, _) = cache();
+            let repo = RepoName::parse("a/b").expect("valid");
+            let tag = Tag::parse("latest").expect("valid");
+            let manifest = record(b"{\"x\":1}");
+            let blob = BlobRecord {
+                size: 3,
+                locator: "mem:x".into(),
+                linked_at: 7,
+            };
+            cache.keep_tagged(&repo, &tag, &manifest).await;
+            cache.keep_manifest(&repo, &manifest).await;
+            cache.keep_blob(&repo, &manifest.digest, &blob).await;
+            assert_eq!(cache.blob(&repo, &manifest.digest).await, Some(blob));
+            cache
+                .apply(&[
+                    Event::TagMoved {
+                        repository: "a/b".into(),
+                        tag: "latest".into(),
+                        digest: "sha256:00".into(),
+                    },
+                    Event::ManifestDeleted {
+                        repository: "a/b".into(),
+                        digest: manifest.digest.to_string(),
+                    },
+                    Event::BlobUnlinked {
+                        repository: "a/b".into(),
+                        digest: manifest.digest.to_string(),
+                    },
+                ])
+                .await;
+            assert_eq!(cache.tagged(&repo, &tag).await, None);
+            assert_eq!(cache.manifest(&repo, &manifest.digest).await, None);
+            assert_eq!(cache.blob(&repo, &manifest.digest).await, None);
+        })
+    }
+
+    #[test]
+    fn a_damaged_entry_is_a_miss() {
+        block_on(async {
+            let store = Arc::new(MemoryCache::default());
+            let clock = Arc::new(ManualClock::new(1));
+            let cache = MetadataCache::new(store.clone(), clock, CacheLifetimes::default());
+            let repo = RepoName::parse("a").expect("valid");
+            let tag = Tag::parse("t").expect("valid");
+            store
+                .put(
+                    &tag_key("a", "t"),
+                    Bytes::from_static(b"not json"),
+                    Duration::from_secs(9),
+                )
+                .await;
+            assert_eq!(cache.tagged(&repo, &tag).await, None);
+        })
+    }
+}

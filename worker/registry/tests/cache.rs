@@ -1,0 +1,271 @@
+//! The read path's cache (`Registry::with_cache`), as its consistency rules say:
+//!
+//! - where a tag moved or a manifest was deleted, the next read sees it at once;
+//! - another location (a registry with its own cache over the same database) sees a moved tag
+//!   within the tag lifetime, and serves its cached answer meanwhile without asking the database;
+//! - a cached answer is served only after the access check: a private repository's cached blob
+//!   is refused to a token without pull, and to no token at all.
+
+// Test code indexes what it just built: a panic is a failing test.
+#![allow(clippy::indexing_slicing, clippy::string_slice)]
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use common::*;
+use futures_executor::block_on;
+use http::StatusCode;
+use openregistry::auth::store;
+use openregistry::auth::token::Signer;
+use openregistry::auth::AuthSettings;
+use openregistry::cache::CacheLifetimes;
+use openregistry::memory::MemoryCache;
+use openregistry::ports::{Cache, Row, Sql, SqlError, Statement};
+use openregistry::{Config, Registry};
+
+const REPO: &str = "team/app";
+const MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+
+/// Counts the statements that reach the database (a batch counts once: one round trip).
+struct Counting {
+    inner: Arc<dyn Sql>,
+    round_trips: Arc<AtomicUsize>,
+}
+
+#[async_trait::async_trait]
+impl Sql for Counting {
+    async fn query(&self, statement: Statement) -> Result<Vec<Row>, SqlError> {
+        self.round_trips.fetch_add(1, Ordering::SeqCst);
+        self.inner.query(statement).await
+    }
+    async fn batch(&self, statements: Vec<Statement>) -> Result<Vec<Vec<Row>>, SqlError> {
+        self.round_trips.fetch_add(1, Ordering::SeqCst);
+        self.inner.batch(statements).await
+    }
+}
+
+/// A registry with a cache of its own, and the count of its database round trips.
+fn cached_registry() -> (TestRegistry, Arc<AtomicUsize>) {
+    cached_registry_with(Config::default())
+}
+
+fn cached_registry_with(config: Config) -> (TestRegistry, Arc<AtomicUsize>) {
+    let round_trips = Arc::new(AtomicUsize::new(0));
+    let counter = round_trips.clone();
+    let mut t = TestRegistry::with_sql(
+        config,
+        Arc::new(openregistry::memory::MemoryKv::default()),
+        move |inner| {
+            Arc::new(Counting {
+                inner,
+                round_trips: counter,
+            })
+        },
+    );
+    t.registry = t
+        .registry
+        .clone()
+        .with_cache(Arc::new(MemoryCache::default()), CacheLifetimes::default());
+    (t, round_trips)
+}
+
+/// Another location: the same database and storage, its own cache.
+fn elsewhere(t: &TestRegistry) -> Registry {
+    Registry::new(t.ports.clone(), Config::default())
+        .with_cache(Arc::new(MemoryCache::default()), CacheLifetimes::default())
+}
+
+fn with_registry(t: &TestRegistry, registry: Registry) -> TestRegistry {
+    TestRegistry {
+        registry,
+        ports: t.ports.clone(),
+        blobs: t.blobs.clone(),
+        clock: t.clock.clone(),
+    }
+}
+
+fn digest_of_tag(t: &TestRegistry, tag: &str) -> String {
+    t.get_with(
+        &format!("/v2/{REPO}/manifests/{tag}"),
+        &[("accept", MANIFEST)],
+    )
+    .expect_status(StatusCode::OK)
+    .must_header("docker-content-digest")
+    .to_owned()
+}
+
+#[test]
+fn a_warm_pull_asks_the_database_nothing() {
+    let (t, round_trips) = cached_registry();
+    let manifest = t.push_image(REPO, "v1", "one");
+    let (config, layer) = t.push_image_blobs(REPO, "one");
+    let pull = |t: &TestRegistry| {
+        digest_of_tag(t, "v1");
+        t.get(&format!("/v2/{REPO}/manifests/{}", manifest.digest))
+            .expect_status(StatusCode::OK);
+        t.head(&format!("/v2/{REPO}/blobs/{}", config.digest))
+            .expect_status(StatusCode::OK);
+        t.get(&format!("/v2/{REPO}/blobs/{}", layer.digest))
+            .expect_status(StatusCode::OK);
+    };
+    pull(&t);
+    round_trips.store(0, Ordering::SeqCst);
+    pull(&t);
+    assert_eq!(round_trips.load(Ordering::SeqCst), 0);
+}
+
+#[test]
+fn a_tag_moved_here_is_seen_here_at_once_and_elsewhere_within_the_tag_lifetime() {
+    let (t, _) = cached_registry();
+    let there = with_registry(&t, elsewhere(&t));
+    let v1 = t.push_image(REPO, "latest", "one");
+    assert_eq!(digest_of_tag(&t, "latest"), v1.digest);
+    assert_eq!(digest_of_tag(&there, "latest"), v1.digest);
+
+    let v2 = t.push_image(REPO, "latest", "two");
+    assert_eq!(digest_of_tag(&t, "latest"), v2.digest, "read-your-writes");
+    assert_eq!(
+        digest_of_tag(&there, "latest"),
+        v1.digest,
+        "elsewhere, the cached tag until it expires"
+    );
+    t.clock.advance(CacheLifetimes::default().tag);
+    assert_eq!(digest_of_tag(&there, "latest"), v2.digest);
+}
+
+#[test]
+fn a_deleted_manifest_is_never_served_from_cache_where_it_was_deleted() {
+    let (t, _) = cached_registry();
+    let manifest = t.push_image(REPO, "v1", "one");
+    let by_digest = format!("/v2/{REPO}/manifests/{}", manifest.digest);
+    // Warm every entry: by tag and by digest, GET and HEAD.
+    digest_of_tag(&t, "v1");
+    t.get(&by_digest).expect_status(StatusCode::OK);
+    t.head(&by_digest).expect_status(StatusCode::OK);
+
+    t.delete(&by_digest).expect_status(StatusCode::ACCEPTED);
+    t.get(&by_digest)
+        .expect_error(StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN");
+    t.head(&by_digest).expect_status(StatusCode::NOT_FOUND);
+    t.get(&format!("/v2/{REPO}/manifests/v1"))
+        .expect_error(StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN");
+}
+
+#[test]
+fn a_deleted_tag_and_an_unlinked_blob_are_forgotten_at_once() {
+    let (t, _) = cached_registry();
+    t.push_image(REPO, "v1", "one");
+    let blob = t.push_blob(REPO, b"some bytes");
+    let blob_url = format!("/v2/{REPO}/blobs/{}", blob.digest);
+    digest_of_tag(&t, "v1");
+    t.get(&blob_url).expect_status(StatusCode::OK);
+
+    t.delete(&format!("/v2/{REPO}/manifests/v1"))
+        .expect_status(StatusCode::ACCEPTED);
+    t.get(&format!("/v2/{REPO}/manifests/v1"))
+        .expect_error(StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN");
+    t.delete(&blob_url).expect_status(StatusCode::ACCEPTED);
+    t.get(&blob_url)
+        .expect_error(StatusCode::NOT_FOUND, "BLOB_UNKNOWN");
+    t.head(&blob_url).expect_status(StatusCode::NOT_FOUND);
+}
+
+#[test]
+fn a_cached_link_older_than_half_the_grace_window_is_refreshed_by_head() {
+    // A grace window whose half is within the cache's lifetime of links.
+    let config = Config {
+        gc_grace: Duration::from_secs(600),
+        ..Config::default()
+    };
+    let (t, round_trips) = cached_registry_with(config.clone());
+    let blob = t.push_blob(REPO, b"layer");
+    let url = format!("/v2/{REPO}/blobs/{}", blob.digest);
+    t.head(&url).expect_status(StatusCode::OK);
+    round_trips.store(0, Ordering::SeqCst);
+    t.clock
+        .advance(config.gc_grace / 2 + Duration::from_secs(1));
+    t.head(&url).expect_status(StatusCode::OK);
+    assert_eq!(round_trips.load(Ordering::SeqCst), 1, "one refresh");
+    t.head(&url).expect_status(StatusCode::OK);
+    assert_eq!(round_trips.load(Ordering::SeqCst), 1, "then cached again");
+}
+
+// ---------------------------------------------------------------------------------------------
+// With authentication on
+
+const SERVICE: &str = "openregistry";
+
+fn signer() -> Signer {
+    let pair = ed25519_compact::KeyPair::from_seed(ed25519_compact::Seed::new([7; 32]));
+    let secret = format!(
+        "k4.secret.{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(pair.sk.to_vec())
+    );
+    Signer::from_paserk(&secret).expect("a valid key")
+}
+
+fn user_with_token(t: &TestRegistry, name: &str) -> String {
+    block_on(store::create_user(
+        t.ports.sql.as_ref(),
+        name,
+        false,
+        START_MS,
+    ))
+    .expect("user");
+    let (_, token) = block_on(store::create_token(
+        t.ports.sql.as_ref(),
+        t.ports.random.as_ref(),
+        name,
+        "ci",
+        &[],
+        None,
+        START_MS,
+    ))
+    .expect("token");
+    token
+}
+
+/// A bearer token for `scope`, as `GET /token` grants it to `user`.
+fn bearer(t: &TestRegistry, user: &str, password: &str, scope: &str) -> String {
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    let reply = t.get_with(
+        &format!("/token?service={SERVICE}&scope={scope}"),
+        &[("authorization", &format!("Basic {basic}"))],
+    );
+    reply.expect_status(StatusCode::OK);
+    format!(
+        "Bearer {}",
+        reply.json()["token"].as_str().expect("a token")
+    )
+}
+
+#[test]
+fn a_private_repositorys_cached_blob_is_refused_to_a_token_without_pull() {
+    let mut t = TestRegistry::new();
+    let alice = user_with_token(&t, "alice");
+    let bob = user_with_token(&t, "bob");
+    // Pushed while open; the repository is private (the default).
+    let blob = t.push_blob("alice/app", b"private bytes");
+    let cache: Arc<dyn Cache> = Arc::new(MemoryCache::default());
+    t.registry = Registry::new(t.ports.clone(), Config::default())
+        .with_auth(AuthSettings::new(SERVICE, signer()).expect("settings"))
+        .with_cache(cache, CacheLifetimes::default());
+    let url = format!("/v2/alice/app/blobs/{}", blob.digest);
+    let scope = "repository:alice/app:pull";
+
+    let alices = bearer(&t, "alice", &alice, scope);
+    let reply = t.get_with(&url, &[("authorization", &alices)]);
+    reply.expect_status(StatusCode::OK);
+    assert_eq!(reply.body, blob.bytes, "served, and now cached");
+    t.get_with(&url, &[("authorization", &alices)])
+        .expect_status(StatusCode::OK);
+
+    let bobs = bearer(&t, "bob", &bob, scope);
+    t.get_with(&url, &[("authorization", &bobs)])
+        .expect_error(StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
+    t.head(&url).expect_status(StatusCode::UNAUTHORIZED);
+}
