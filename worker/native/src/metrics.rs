@@ -206,6 +206,7 @@ fn event_kind(event: &Event) -> &'static str {
         Event::TagMoved { .. } => "tag_moved",
         Event::TagDeleted { .. } => "tag_deleted",
         Event::ManifestDeleted { .. } => "manifest_deleted",
+        Event::VisibilityChanged { .. } => "visibility_changed",
         Event::GarbageCollected { .. } => "garbage_collected",
     }
 }

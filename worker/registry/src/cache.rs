@@ -1,6 +1,8 @@
 //! The read path's cache: manifests by digest and "blob B is linked to repository R" for long
 //! (they never change, only disappear), the manifest a tag points at for a few seconds, all in the
-//! host's [`Cache`] port.
+//! host's [`Cache`] port, and what an anonymous caller may pull from a repository (the token
+//! endpoint's decision: the repository's visibility and any org grants to anonymous) for the same
+//! few seconds as a tag.
 //!
 //! Consistency rules:
 //! - The access check comes first: the cache sits behind [`Registry::authorize`] and the tag
@@ -8,8 +10,10 @@
 //! - Read-your-writes where the write happened: every request's events are applied to the cache
 //!   ([`MetadataCache::apply`]) before its response is returned — a moved or deleted tag, a
 //!   deleted manifest, an unlinked blob are forgotten at once.
-//! - Elsewhere (another process or location sharing the database) a moved tag is seen within the
-//!   tag lifetime, a deleted manifest or unlinked blob within the immutable lifetime.
+//! - Elsewhere (another process or location sharing the database) a moved tag or a visibility
+//!   change is seen within the tag lifetime, a deleted manifest or unlinked blob within the
+//!   immutable lifetime. An organization's grant to anonymous callers, changed anywhere, is seen
+//!   within the tag lifetime.
 //!
 //! Misses are never cached: what is not found is asked again, so a push is always seen at once.
 //!
@@ -21,6 +25,7 @@ use std::time::Duration;
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 
+use crate::auth::Access;
 use crate::digest::Digest;
 use crate::metadata::{BlobRecord, ManifestRecord};
 use crate::names::{RepoName, Tag};
@@ -80,6 +85,18 @@ fn tag_key(repo: &str, tag: &str) -> String {
 
 fn blob_key(repo: &str, digest: &str) -> String {
     format!("b/{repo}@{digest}")
+}
+
+fn anonymous_pull_key(repo: &str) -> String {
+    format!("a/{repo}")
+}
+
+/// The anonymous pull decision for one repository.
+#[derive(Serialize, Deserialize)]
+struct AnonymousPull {
+    at: u64,
+    /// The token's `access` entry for `pull`; `None`: nothing granted.
+    access: Option<Access>,
 }
 
 fn encode(header: &Header, content: Option<&Bytes>) -> Option<Bytes> {
@@ -197,6 +214,26 @@ impl MetadataCache {
             .await;
     }
 
+    /// What a token for an anonymous caller asking for `pull` on `repo` grants, if decided less
+    /// than the tag lifetime ago: `Some(None)` is "nothing".
+    pub async fn anonymous_pull(&self, repo: &str) -> Option<Option<Access>> {
+        let value = self.store.get(&anonymous_pull_key(repo)).await?;
+        let entry: AnonymousPull = serde_json::from_slice(&value).ok()?;
+        let age = self.clock.now_unix_millis().saturating_sub(entry.at);
+        (u128::from(age) < self.lifetimes.tag.as_millis()).then_some(entry.access)
+    }
+
+    pub async fn keep_anonymous_pull(&self, repo: &str, access: Option<Access>) {
+        let entry = AnonymousPull {
+            at: self.clock.now_unix_millis(),
+            access,
+        };
+        if let Ok(value) = serde_json::to_vec(&entry) {
+            let key = anonymous_pull_key(repo);
+            self.store.put(&key, value.into(), self.lifetimes.tag).await;
+        }
+    }
+
     /// Forgets what a request's events made stale.
     pub async fn apply(&self, events: &[Event]) {
         for event in events {
@@ -212,6 +249,9 @@ impl MetadataCache {
                 }
                 Event::BlobUnlinked { repository, digest } => {
                     self.store.delete(&blob_key(repository, digest)).await;
+                }
+                Event::VisibilityChanged { repository, .. } => {
+                    self.store.delete(&anonymous_pull_key(repository)).await;
                 }
                 Event::GarbageCollected { .. } => self.store.clear().await,
                 Event::UploadStarted { .. }

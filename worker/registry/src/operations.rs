@@ -56,6 +56,8 @@ pub enum Event {
     TagDeleted { repository: String, tag: String },
     /// A manifest (and every tag on it) was removed.
     ManifestDeleted { repository: String, digest: String },
+    /// A repository was made public or private.
+    VisibilityChanged { repository: String, public: bool },
     /// A garbage collection run finished (not a dry run).
     GarbageCollected {
         manifests_deleted: u64,

@@ -269,3 +269,67 @@ fn a_private_repositorys_cached_blob_is_refused_to_a_token_without_pull() {
         .expect_error(StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
     t.head(&url).expect_status(StatusCode::UNAUTHORIZED);
 }
+
+/// An anonymous `GET /token` for `scope`: the token's `access` claim as granted.
+fn anonymous_access(t: &TestRegistry, scope: &str) -> serde_json::Value {
+    let reply = t.get(&format!("/token?service={SERVICE}&scope={scope}"));
+    reply.expect_status(StatusCode::OK);
+    let token = reply.json()["token"].as_str().expect("a token").to_owned();
+    let payload = token
+        .strip_prefix("v4.public.")
+        .and_then(|p| p.split('.').next())
+        .and_then(|p| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(p)
+                .ok()
+        })
+        .expect("a PASETO v4.public token");
+    // The claims are the payload without its 64-byte signature.
+    serde_json::from_slice(&payload[..payload.len() - 64]).expect("JSON claims")
+}
+
+fn set_visibility(t: &TestRegistry, user: &str, password: &str, repo: &str, visibility: &str) {
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    t.send(
+        http::Method::PUT,
+        &format!("/api/repositories/{repo}/visibility"),
+        &[
+            ("authorization", &format!("Basic {basic}")),
+            ("content-type", "application/json"),
+        ],
+        format!("{{\"visibility\":\"{visibility}\"}}")
+            .into_bytes()
+            .into(),
+    )
+    .expect_status(StatusCode::OK);
+}
+
+#[test]
+fn an_anonymous_pull_is_decided_without_the_database_when_warm_and_at_once_after_a_visibility_change(
+) {
+    let (mut t, round_trips) = cached_registry();
+    let alice = user_with_token(&t, "alice");
+    t.push_blob("alice/app", b"public bytes");
+    t.registry = t
+        .registry
+        .clone()
+        .with_auth(AuthSettings::new(SERVICE, signer()).expect("settings"));
+    let scope = "repository:alice/app:pull";
+    set_visibility(&t, "alice", &alice, "alice/app", "public");
+
+    let first = anonymous_access(&t, scope);
+    assert_eq!(first["access"][0]["actions"], serde_json::json!(["pull"]));
+    let before = round_trips.load(Ordering::SeqCst);
+    let warm = anonymous_access(&t, scope);
+    assert_eq!(warm["access"], first["access"]);
+    assert_eq!(
+        round_trips.load(Ordering::SeqCst),
+        before,
+        "a warm anonymous token request asks the database nothing"
+    );
+
+    // Made private here: the next anonymous token grants nothing, at once.
+    set_visibility(&t, "alice", &alice, "alice/app", "private");
+    let after = anonymous_access(&t, scope);
+    assert_eq!(after["access"], serde_json::json!([]));
+}

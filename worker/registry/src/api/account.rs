@@ -22,6 +22,7 @@ use crate::auth::{orgs, store, AuthSettings, Principal, ScopePattern};
 use crate::body::{Body, BodyError};
 use crate::error::RegistryError;
 use crate::names::RepoName;
+use crate::operations::{Event, EventLog};
 
 /// Why an API call failed; each variant is one status and one `error.code`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -164,8 +165,13 @@ pub(super) fn parse_json<'de, T: Deserialize<'de>>(body: &'de [u8]) -> Result<T,
 
 impl Registry {
     /// `/api/<path>`: routes, signs the caller in, and answers JSON.
-    pub(super) async fn account_api(&self, path: &str, request: Request<Body>) -> Response<Body> {
-        match self.account_call(path, request).await {
+    pub(super) async fn account_api(
+        &self,
+        path: &str,
+        request: Request<Body>,
+        events: &EventLog,
+    ) -> Response<Body> {
+        match self.account_call(path, request, events).await {
             Ok(response) => response,
             Err(error) => error.into_response(),
         }
@@ -175,6 +181,7 @@ impl Registry {
         &self,
         path: &str,
         request: Request<Body>,
+        events: &EventLog,
     ) -> Result<Response<Body>, ApiError> {
         let not_found = || ApiError::NotFound(format!("no API endpoint /api/{path}"));
         if path == "gc" {
@@ -224,7 +231,8 @@ impl Registry {
             Endpoint::Tokens => self.create_token(&principal, request).await,
             Endpoint::Token { id } => self.revoke_token(&principal, id).await,
             Endpoint::Visibility { repository } => {
-                self.set_visibility(&principal, repository, request).await
+                self.set_visibility(&principal, repository, request, events)
+                    .await
             }
         }
     }
@@ -355,6 +363,7 @@ impl Registry {
         principal: &Principal,
         repository: &str,
         request: Request<Body>,
+        events: &EventLog,
     ) -> Result<Response<Body>, ApiError> {
         let repo = RepoName::parse(repository)?;
         let sql = self.ports.sql.as_ref();
@@ -393,6 +402,10 @@ impl Registry {
         if !store::set_visibility(sql, repo.as_str(), public).await? {
             return Err(ApiError::NotFound(format!("no repository {repo}")));
         }
+        events.push(Event::VisibilityChanged {
+            repository: repo.as_str().to_owned(),
+            public,
+        });
         let address = super::token::client_address(&request_address);
         let ctx = self.org_context(principal, &address);
         sql.query(ctx.audit_if_org(

@@ -274,7 +274,7 @@ impl Registry {
         if let Route::Api { path } = route {
             // The account API answers its own JSON errors.
             let path = path.to_owned();
-            return Ok(self.account_api(&path, request).await);
+            return Ok(self.account_api(&path, request, events).await);
         }
         let method = request.method().clone();
         let query = Query::parse(request.uri().query());
@@ -315,7 +315,7 @@ impl Registry {
             Route::Token => self.token(request, &query).await,
             Route::Api { path } => {
                 let path = path.to_owned();
-                Ok(self.account_api(&path, request).await)
+                Ok(self.account_api(&path, request, events).await)
             }
             Route::Base => match method {
                 Method::GET | Method::HEAD => Ok(json_response(StatusCode::OK, "{}".into())),

@@ -15,6 +15,7 @@ use crate::auth::token::{self, format_time};
 use crate::auth::{orgs, store};
 use crate::auth::{Access, Action, AuthSettings, Claims, Policy, Principal, Requirement, Scope};
 use crate::body::Body;
+use crate::cache::MetadataCache;
 use crate::error::RegistryError;
 use crate::names::RepoName;
 
@@ -295,57 +296,29 @@ impl Registry {
             _ => return Err(RegistryError::MethodNotAllowed { allow: "GET, POST" }),
         };
 
-        // Grant the intersection of what was asked for and what the principal may do: by its
-        // namespace, the repositories' visibility and, in organizations, its memberships and
-        // grants (evaluated now, so a removed member's next token has nothing).
-        let names: Vec<&str> = scopes.iter().map(|s| s.name.as_str()).collect();
-        let public = store::public_repositories(sql, &names).await?;
-        let mut namespaces: Vec<&str> = names.iter().map(|n| orgs::namespace_of(n)).collect();
-        namespaces.sort_unstable();
-        namespaces.dedup();
-        let rules = if principal.admin || !self.policy.auth {
-            Vec::new()
-        } else {
-            orgs::rules_for(sql, &principal, &namespaces).await?
-        };
-        let mut access: Vec<Access> = Vec::new();
-        let mut denied_pushes: Vec<&str> = Vec::new();
-        for scope in &scopes {
-            let is_public = public.iter().any(|p| p == &scope.name);
-            let wanted: Vec<Action> = if scope.wildcard {
-                Action::ALL.to_vec()
-            } else {
-                scope.actions.clone()
-            };
-            let rights = self
-                .policy
-                .rights(&principal, &scope.name, is_public, &rules);
-            let entry = self.policy.access_entry(&scope.name, &rights, &wanted);
-            let pushes = entry
-                .as_ref()
-                .is_some_and(|e| e.actions.iter().any(|a| a == "push"));
-            if wanted.contains(&Action::Push) && !pushes {
-                denied_pushes.push(scope.name.as_str());
-            }
-            access.extend(entry);
-        }
-        if !denied_pushes.is_empty() && self.policy.auth && !principal.is_anonymous() {
-            // Denied pushes into organizations are audited (a no-op for users' namespaces); only
-            // those of signed-in callers, so that nobody can fill an org's log anonymously.
-            let ctx = self.org_context(&principal, &address);
-            let batch = denied_pushes
+        // An anonymous pull is decided from the cache when it can be (see `crate::cache`): the
+        // warm path of a public pull then asks the database nothing.
+        let anonymous_pull = principal.is_anonymous()
+            && !scopes.is_empty()
+            && scopes
                 .iter()
-                .map(|name| {
-                    ctx.audit_if_org(
-                        orgs::namespace_of(name),
-                        "push.denied",
-                        name,
-                        "the token request asked for push",
-                    )
-                })
-                .collect();
-            sql.batch(batch).await?;
+                .all(|s| !s.wildcard && s.actions == [Action::Pull]);
+        let cache = self.cache.as_ref().filter(|_| anonymous_pull);
+        let mut access = match cache {
+            Some(cache) => remembered_pulls(cache, &scopes).await,
+            None => None,
+        };
+        if access.is_none() {
+            let granted = self.grant(&principal, &scopes, &address).await?;
+            if let Some(cache) = cache {
+                for scope in &scopes {
+                    let entry = granted.iter().find(|a| a.name == scope.name).cloned();
+                    cache.keep_anonymous_pull(&scope.name, entry).await;
+                }
+            }
+            access = Some(granted);
         }
+        let mut access = access.unwrap_or_default();
         if wants_catalog && self.policy.grants_full_catalog(&principal) {
             access.push(Access {
                 kind: "registry".into(),
@@ -402,4 +375,75 @@ impl Registry {
         );
         Ok(response)
     }
+
+    /// The token's `access` for `scopes`: the intersection of what was asked for and what the
+    /// principal may do, by its namespace, the repositories' visibility and, in organizations, its
+    /// memberships and grants (evaluated now, so a removed member's next token has nothing).
+    /// Denied pushes into organizations are audited.
+    async fn grant(
+        &self,
+        principal: &Principal,
+        scopes: &[Scope],
+        address: &str,
+    ) -> Result<Vec<Access>, RegistryError> {
+        let sql = self.ports.sql.as_ref();
+        let names: Vec<&str> = scopes.iter().map(|s| s.name.as_str()).collect();
+        let public = store::public_repositories(sql, &names).await?;
+        let mut namespaces: Vec<&str> = names.iter().map(|n| orgs::namespace_of(n)).collect();
+        namespaces.sort_unstable();
+        namespaces.dedup();
+        let rules = if principal.admin || !self.policy.auth {
+            Vec::new()
+        } else {
+            orgs::rules_for(sql, principal, &namespaces).await?
+        };
+        let mut access: Vec<Access> = Vec::new();
+        let mut denied_pushes: Vec<&str> = Vec::new();
+        for scope in scopes {
+            let is_public = public.iter().any(|p| p == &scope.name);
+            let wanted: Vec<Action> = if scope.wildcard {
+                Action::ALL.to_vec()
+            } else {
+                scope.actions.clone()
+            };
+            let rights = self
+                .policy
+                .rights(principal, &scope.name, is_public, &rules);
+            let entry = self.policy.access_entry(&scope.name, &rights, &wanted);
+            let pushes = entry
+                .as_ref()
+                .is_some_and(|e| e.actions.iter().any(|a| a == "push"));
+            if wanted.contains(&Action::Push) && !pushes {
+                denied_pushes.push(scope.name.as_str());
+            }
+            access.extend(entry);
+        }
+        if !denied_pushes.is_empty() && self.policy.auth && !principal.is_anonymous() {
+            // Denied pushes into organizations are audited (a no-op for users' namespaces); only
+            // those of signed-in callers, so that nobody can fill an org's log anonymously.
+            let ctx = self.org_context(principal, address);
+            let batch = denied_pushes
+                .iter()
+                .map(|name| {
+                    ctx.audit_if_org(
+                        orgs::namespace_of(name),
+                        "push.denied",
+                        name,
+                        "the token request asked for push",
+                    )
+                })
+                .collect();
+            sql.batch(batch).await?;
+        }
+        Ok(access)
+    }
+}
+
+/// The cached anonymous pull decisions for every scope, or `None` if any is missing.
+async fn remembered_pulls(cache: &MetadataCache, scopes: &[Scope]) -> Option<Vec<Access>> {
+    let mut access = Vec::new();
+    for scope in scopes {
+        access.extend(cache.anonymous_pull(&scope.name).await?);
+    }
+    Some(access)
 }
