@@ -4,13 +4,15 @@
 //! Neon's HTTP protocol → `Sql`, the R2 binding (or S3 over `fetch()`, or Skynet) → `BlobStore`),
 //! and converts the answer back, streaming.
 //!
-//! Stateless: nothing is kept between requests except, when enabled, immutable responses in the
-//! Cache API. Configuration: see [`config`]. The `#[event(scheduled)]` entry (a Cron Trigger,
+//! Stateless: nothing is kept between requests but caches (`OPENREGISTRY_EDGE_CACHE`): the read
+//! path's metadata in the isolate's memory and the Cache API (see [`cache`]), and, with
+//! authentication off, whole immutable responses in the Cache API. Configuration: see [`config`]. The `#[event(scheduled)]` entry (a Cron Trigger,
 //! `[triggers]` in wrangler.toml) sweeps the multipart uploads of expired upload sessions.
 
 // The core's `Ports` hold `Arc`s; on wasm32 there is one thread and nothing needs to be `Send`.
 #![allow(clippy::arc_with_non_send_sync)]
 
+mod cache;
 mod config;
 mod fetch;
 mod kv;
@@ -20,12 +22,13 @@ mod streams;
 use std::sync::Arc;
 
 use http::{header, Method, StatusCode};
-use js_sys::{Promise, Reflect};
+use js_sys::Promise;
 use openregistry::body::Body;
+use openregistry::cache::CacheLifetimes;
 use openregistry::ports::{Clock, Kv, Random};
 use openregistry::Registry;
 use openregistry_backends::tail::Tails;
-use openregistry_host::{misconfigured, Embedded, HostPorts, Settings};
+use openregistry_host::{misconfigured, EdgeCache, Embedded, HostPorts, Settings};
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use worker::{event, Context, Env, ScheduleContext, ScheduledEvent};
@@ -85,6 +88,7 @@ fn registry(settings: &Settings, env: &Env) -> Result<Registry, String> {
         .kv(KV_BINDING)
         .map_err(|e| format!("the KV namespace binding {KV_BINDING} is missing: {e}"))?;
     let kv: Arc<dyn Kv> = Arc::new(WorkersKv::new(store, settings.test_kv_lag));
+    let cache = cache::edge_cache(settings, kv.clone());
     let ports = HostPorts {
         kv: kv.clone(),
         http: Arc::new(FetchClient),
@@ -99,7 +103,17 @@ fn registry(settings: &Settings, env: &Env) -> Result<Registry, String> {
         let tails = Tails::new(kv, "r2-tail", settings.config().upload_session_ttl);
         embedded.blobs = Some(Arc::new(R2Store::new(bucket, tails, presigner)));
     }
-    openregistry_host::build(settings, ports, embedded)
+    let registry = openregistry_host::build(settings, ports, embedded)?;
+    Ok(match cache {
+        Some(cache) => {
+            let lifetimes = CacheLifetimes {
+                tag: settings.tag_cache,
+                ..CacheLifetimes::default()
+            };
+            registry.with_cache(cache, lifetimes)
+        }
+        None => registry,
+    })
 }
 
 /// `/path?query` of an absolute URL.
@@ -193,13 +207,6 @@ fn by_digest(path: &str) -> bool {
     (head.ends_with("/blobs") || head.ends_with("/manifests"))
         && head.starts_with("/v2/")
         && last.contains(':')
-}
-
-/// `caches.default`, where the runtime has it.
-fn default_cache() -> Option<web_sys::Cache> {
-    let caches = Reflect::get(&js_sys::global(), &"caches".into()).ok()?;
-    let cache = Reflect::get(&caches, &"default".into()).ok()?;
-    cache.dyn_into::<web_sys::Cache>().ok()
 }
 
 async fn cached(cache: &web_sys::Cache, url: &str) -> Option<web_sys::Response> {
@@ -367,10 +374,14 @@ async fn serve_with(
         .to_owned();
 
     // With authentication on, whether a caller may read a blob is the core's decision, made per
-    // request: an edge cache in front of it would hand private content to anyone. So the Cache API
-    // is used only for open registries.
-    let cache = if settings.edge_cache && settings.auth.is_none() && by_digest(&path) {
-        default_cache()
+    // request: a response cache in front of it would hand private content to anyone. So whole
+    // responses are kept only for open registries; with authentication on, the core's read path
+    // cache (`cache`) holds the metadata behind its access check.
+    let cache = if settings.edge_cache == EdgeCache::Shared
+        && settings.auth.is_none()
+        && by_digest(&path)
+    {
+        cache::default_cache()
     } else {
         None
     };

@@ -7,6 +7,7 @@
 //! supplies only when bound and which then wins over the settings' stores; Spin has none, and its
 //! settings require remote ones).
 
+pub mod cache;
 pub mod settings;
 
 use std::sync::Arc;
@@ -17,7 +18,7 @@ use openregistry::ports::{BlobStore, Clock, HttpClient, Kv, Ports, Random, Sql, 
 use openregistry::{Config, Registry, RegistryError};
 use openregistry_backends::{NeonConfig, NeonSql, S3Config, S3Store, SkynetConfig, SkynetStore};
 
-pub use settings::{Host, Setting, SettingSource, Settings, SETTINGS};
+pub use settings::{EdgeCache, Host, Setting, SettingSource, Settings, SETTINGS};
 
 /// What a host always supplies.
 #[derive(Clone)]

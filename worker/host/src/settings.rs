@@ -8,6 +8,16 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+/// The edge hosts' read path cache (`OPENREGISTRY_EDGE_CACHE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EdgeCache {
+    Off,
+    /// The location's shared cache: the Cache API on Workers, the key-value store on Spin.
+    Shared,
+    /// Workers KV (global, eventually consistent) where the Cache API does not reach.
+    Kv,
+}
+
 /// Which host is reading its settings: what it defaults to and what it requires differ.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Host {
@@ -43,6 +53,7 @@ pub const DEFAULT_EDGE_CACHE_MAX_BYTES: u64 = 32 * 1024 * 1024;
 const ALL: &[Host] = &[Host::Native, Host::Cloudflare, Host::Spin];
 const NATIVE: &[Host] = &[Host::Native];
 const CLOUDFLARE: &[Host] = &[Host::Cloudflare];
+const EDGE: &[Host] = &[Host::Cloudflare, Host::Spin];
 /// The hosts that run on a schedule of their own (Spin has no timer).
 const SCHEDULED: &[Host] = &[Host::Native, Host::Cloudflare];
 
@@ -303,17 +314,24 @@ pub const SETTINGS: &[Setting] = &[
     },
     Setting {
         name: "OPENREGISTRY_TAG_CACHE_SECONDS",
-        hosts: NATIVE,
+        hosts: ALL,
         secret: false,
         default: "`5`",
         meaning: "with the cache on: how long a tag's answer is kept (another process sharing the database sees a moved tag within it; this one at once)",
     },
     Setting {
         name: "OPENREGISTRY_EDGE_CACHE",
-        hosts: CLOUDFLARE,
+        hosts: EDGE,
         secret: false,
         default: "`true`",
-        meaning: "keep immutable answers (blobs and manifests by digest) in the Cache API; only while authentication is off",
+        meaning: "the read path's cache (manifests, tags, blob links, anonymous pull decisions; checked after the access check), so warm pulls ask the database nothing: on Workers the isolate's memory in front of the Cache API, on Spin its key-value store; `kv`: Workers KV instead of the Cache API (workers.dev, where the Cache API does nothing); `false`: none. On Workers with authentication off, blobs and manifests by digest are also kept whole in the Cache API",
+    },
+    Setting {
+        name: "OPENREGISTRY_ISOLATE_CACHE_MS",
+        hosts: CLOUDFLARE,
+        secret: false,
+        default: "`1000`",
+        meaning: "how long the Worker keeps a cache entry in its isolate's memory (16 MiB) in front of the location's shared cache: the longest another isolate's change goes unseen in this one; `0`: no memory tier",
     },
     Setting {
         name: "OPENREGISTRY_EDGE_CACHE_MAX_BYTES",
@@ -469,7 +487,8 @@ pub struct Settings {
     pub gc_schedule: bool,
     /// Workers only.
     pub request_log: bool,
-    pub edge_cache: bool,
+    pub edge_cache: EdgeCache,
+    pub isolate_cache: Duration,
     pub edge_cache_max_bytes: u64,
     /// Native only: the read path's cache, in bytes (0: none), and its tag lifetime.
     pub cache_bytes: u64,
@@ -512,6 +531,16 @@ impl Reader<'_> {
                 self.0.spelled(name)
             )),
         }
+    }
+
+    fn edge_cache(&self) -> Result<EdgeCache, String> {
+        let name = "OPENREGISTRY_EDGE_CACHE";
+        if self.text(name).is_some_and(|v| v.eq_ignore_ascii_case("kv")) {
+            return Ok(EdgeCache::Kv);
+        }
+        self.flag(name, true)
+            .map(|on| if on { EdgeCache::Shared } else { EdgeCache::Off })
+            .map_err(|e| e.replace("true or false", "true, kv or false"))
     }
 
     fn number(&self, name: &str) -> Result<Option<u64>, String> {
@@ -722,7 +751,16 @@ impl Settings {
             gc_keep_untagged,
             gc_schedule,
             request_log: cloudflare && read.flag("OPENREGISTRY_REQUEST_LOG", true)?,
-            edge_cache: cloudflare && read.flag("OPENREGISTRY_EDGE_CACHE", true)?,
+            edge_cache: if host.is_edge() {
+                read.edge_cache()?
+            } else {
+                EdgeCache::Off
+            },
+            isolate_cache: if cloudflare {
+                read.millis("OPENREGISTRY_ISOLATE_CACHE_MS", 1000)?
+            } else {
+                Duration::ZERO
+            },
             edge_cache_max_bytes: if cloudflare {
                 read.number("OPENREGISTRY_EDGE_CACHE_MAX_BYTES")?
                     .unwrap_or(DEFAULT_EDGE_CACHE_MAX_BYTES)
@@ -735,11 +773,9 @@ impl Settings {
             } else {
                 0
             },
-            tag_cache: Duration::from_secs(if host == Host::Native {
-                read.number("OPENREGISTRY_TAG_CACHE_SECONDS")?.unwrap_or(5)
-            } else {
-                5
-            }),
+            tag_cache: Duration::from_secs(
+                read.number("OPENREGISTRY_TAG_CACHE_SECONDS")?.unwrap_or(5),
+            ),
         })
     }
 }

@@ -7,7 +7,6 @@ mod bodies;
 mod embedded;
 mod fs_store;
 mod http_client;
-mod memory_cache;
 mod metrics;
 mod orgs_cli;
 mod server;
@@ -284,7 +283,10 @@ async fn open_registry(
             tag: settings.tag_cache,
             ..Default::default()
         };
-        let cache = Arc::new(memory_cache::MemoryCache::new(settings.cache_bytes));
+        let cache = Arc::new(openregistry_host::cache::MemoryLru::new(
+            settings.cache_bytes,
+            Arc::new(SystemClock),
+        ));
         registry = registry.with_cache(cache, lifetimes);
         tracing::info!(
             bytes = settings.cache_bytes,

@@ -4,7 +4,8 @@
 //! `BlobStore`) and streams the core's answer back.
 //!
 //! Stateless: Spin may reuse an instance for several requests, so nothing about a request is kept
-//! in globals; every request builds its registry from the variables. Configuration: see
+//! in globals; every request builds its registry from the variables. The read path's cache
+//! (`openregistry_edge_cache`, on by default) lives in the key-value store, under `cache/`. Configuration: see
 //! `openregistry_host::settings` and `config`.
 
 // The core's `Ports` hold `Arc`s; a component has one thread and nothing needs to be `Send`.
@@ -20,8 +21,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::{Method, StatusCode};
 use openregistry::body::Body;
-use openregistry::ports::{Clock, Random};
-use openregistry_host::{misconfigured, Embedded, Host, HostPorts, Settings};
+use openregistry::cache::CacheLifetimes;
+use openregistry::ports::{Clock, Kv, Random};
+use openregistry_host::cache::KvCache;
+use openregistry_host::{misconfigured, EdgeCache, Embedded, Host, HostPorts, Settings};
 use spin_sdk::http::{Fields, IncomingRequest, OutgoingResponse, ResponseOutparam};
 
 use crate::config::SpinVariables;
@@ -55,13 +58,24 @@ impl Random for WasiRandom {
 
 fn registry() -> Result<openregistry::Registry, String> {
     let settings = Settings::read(&SpinVariables, Host::Spin)?;
+    let kv: Arc<dyn Kv> = Arc::new(SpinKv::open()?);
     let ports = HostPorts {
-        kv: Arc::new(SpinKv::open()?),
+        kv: kv.clone(),
         http: Arc::new(SpinHttp),
         clock: Arc::new(WasiClock),
         random: Arc::new(WasiRandom),
     };
-    openregistry_host::build(&settings, ports, Embedded::default())
+    let registry = openregistry_host::build(&settings, ports, Embedded::default())?;
+    if settings.edge_cache == EdgeCache::Off {
+        return Ok(registry);
+    }
+    // The read path's cache in the same store, under its own prefix: the store keeps what it is
+    // given (no expiry), the entries carry their age and the core ignores old ones.
+    let lifetimes = CacheLifetimes {
+        tag: settings.tag_cache,
+        ..CacheLifetimes::default()
+    };
+    Ok(registry.with_cache(Arc::new(KvCache::new(kv, "cache/")), lifetimes))
 }
 
 /// The most of a request body the core did not read (a refused chunk) that is read and dropped
