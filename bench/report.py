@@ -407,8 +407,15 @@ def write_markdown(r: Results, meta: dict, path: Path, chart: Optional[str], cha
              "scripts/bench --quick    # small sizes, one round, about two minutes: results in target/bench/\n"
              "scripts/bench --only push,pull --rounds 5   # some workloads; see --help\n"
              "scripts/bench --only requests --connections 64   # a focused run of the request rates\n"
-             "scripts/bench --render docs/benchmarks.json  # redraw the outputs of a run, measuring nothing\n```\n")
-    path.write_text("\n".join(L))
+             "scripts/bench --render docs/benchmarks.json  # redraw the outputs of a run, measuring nothing\n"
+             "scripts/bench edge       # pulls at the edge, database 150 ms away (bench/edge_pulls.py): its own section\n```\n")
+    text = "\n".join(L)
+    # The section `scripts/bench edge` writes (bench/edge_pulls.py) is kept as it was.
+    begin, end = "<!-- edge-pulls:begin -->", "<!-- edge-pulls:end -->"
+    old = path.read_text() if path.exists() else ""
+    if begin in old and end in old:
+        text = text.rstrip("\n") + "\n\n" + old[old.index(begin):old.index(end) + len(end)] + "\n"
+    path.write_text(text)
 
 
 def write_all(r: Results, meta: dict, out_dir: Path) -> None:

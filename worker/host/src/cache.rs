@@ -174,9 +174,7 @@ impl Cache for Tiered {
             return Some(value);
         }
         let value = self.far.get(key).await?;
-        self.near
-            .put(key, value.clone(), self.near_lifetime)
-            .await;
+        self.near.put(key, value.clone(), self.near_lifetime).await;
         Some(value)
     }
 

@@ -535,11 +535,20 @@ impl Reader<'_> {
 
     fn edge_cache(&self) -> Result<EdgeCache, String> {
         let name = "OPENREGISTRY_EDGE_CACHE";
-        if self.text(name).is_some_and(|v| v.eq_ignore_ascii_case("kv")) {
+        if self
+            .text(name)
+            .is_some_and(|v| v.eq_ignore_ascii_case("kv"))
+        {
             return Ok(EdgeCache::Kv);
         }
         self.flag(name, true)
-            .map(|on| if on { EdgeCache::Shared } else { EdgeCache::Off })
+            .map(|on| {
+                if on {
+                    EdgeCache::Shared
+                } else {
+                    EdgeCache::Off
+                }
+            })
             .map_err(|e| e.replace("true or false", "true, kv or false"))
     }
 

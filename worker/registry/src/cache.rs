@@ -27,10 +27,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::auth::Access;
 use crate::digest::Digest;
-use crate::metadata::{BlobRecord, ManifestRecord};
+use crate::metadata::{BlobRecord, ManifestRecord, Metadata};
 use crate::names::{RepoName, Tag};
 use crate::operations::Event;
-use crate::ports::{Cache, Clock};
+use crate::ports::{Cache, Clock, Sql};
 
 /// How long entries stay.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +46,39 @@ impl Default for CacheLifetimes {
         Self {
             tag: Duration::from_secs(5),
             immutable: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// A tag's cached answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tagged {
+    pub record: ManifestRecord,
+    /// Older than half the tag lifetime: served, and refreshed from the database after the
+    /// response (stale-while-revalidate within the lifetime, so a tag that is pulled often never
+    /// expires on the request path, and is never older than the lifetime either).
+    pub refresh: bool,
+}
+
+/// Asks the database where a tag points now and keeps the answer (run after a response).
+pub struct TagRefresh {
+    cache: MetadataCache,
+    sql: Arc<dyn Sql>,
+    repo: RepoName,
+    tag: Tag,
+}
+
+impl TagRefresh {
+    pub async fn run(self) {
+        let metadata = Metadata::new(self.sql.as_ref());
+        match metadata.manifest_by_tag(&self.repo, &self.tag, true).await {
+            Ok(Some(record)) => self.cache.keep_tagged(&self.repo, &self.tag, &record).await,
+            Ok(None) => {
+                let key = tag_key(self.repo.as_str(), self.tag.as_str());
+                self.cache.store.delete(&key).await;
+            }
+            // The entry expires at the end of its lifetime, as without a refresh.
+            Err(_) => {}
         }
     }
 }
@@ -125,21 +158,27 @@ impl MetadataCache {
         }
     }
 
-    /// The entry under `key` if younger than `lifetime`.
-    async fn fresh(&self, key: &str, lifetime: Duration) -> Option<(Header, Bytes)> {
+    /// The entry under `key` if younger than `lifetime`, and its age.
+    async fn fresh(&self, key: &str, lifetime: Duration) -> Option<(Header, Bytes, Duration)> {
         let (header, rest) = decode(&self.store.get(key).await?)?;
         let age = self.clock.now_unix_millis().saturating_sub(header.at);
-        (u128::from(age) < lifetime.as_millis()).then_some((header, rest))
+        let age = Duration::from_millis(age);
+        (age < lifetime).then_some((header, rest, age))
     }
 
-    async fn manifest_entry(&self, key: &str, lifetime: Duration) -> Option<ManifestRecord> {
-        let (header, content) = self.fresh(key, lifetime).await?;
-        Some(ManifestRecord {
+    async fn manifest_entry(
+        &self,
+        key: &str,
+        lifetime: Duration,
+    ) -> Option<(ManifestRecord, Duration)> {
+        let (header, content, age) = self.fresh(key, lifetime).await?;
+        let record = ManifestRecord {
             digest: header.digest?.parse().ok()?,
             media_type: header.media_type?,
             size: header.size,
             content: Some(content),
-        })
+        };
+        Some((record, age))
     }
 
     async fn put_manifest_entry(&self, key: &str, record: &ManifestRecord, lifetime: Duration) {
@@ -162,7 +201,8 @@ impl MetadataCache {
 
     pub async fn manifest(&self, repo: &RepoName, digest: &Digest) -> Option<ManifestRecord> {
         let key = manifest_key(repo.as_str(), digest.as_str());
-        self.manifest_entry(&key, self.lifetimes.immutable).await
+        let (record, _) = self.manifest_entry(&key, self.lifetimes.immutable).await?;
+        Some(record)
     }
 
     pub async fn keep_manifest(&self, repo: &RepoName, record: &ManifestRecord) {
@@ -171,9 +211,24 @@ impl MetadataCache {
             .await;
     }
 
-    pub async fn tagged(&self, repo: &RepoName, tag: &Tag) -> Option<ManifestRecord> {
+    /// The manifest `tag` points at, if cached less than the tag lifetime ago.
+    pub async fn tagged(&self, repo: &RepoName, tag: &Tag) -> Option<Tagged> {
         let key = tag_key(repo.as_str(), tag.as_str());
-        self.manifest_entry(&key, self.lifetimes.tag).await
+        let (record, age) = self.manifest_entry(&key, self.lifetimes.tag).await?;
+        Some(Tagged {
+            record,
+            refresh: age >= self.lifetimes.tag / 2,
+        })
+    }
+
+    /// The background refresh of a tag's entry (see [`Tagged::refresh`]).
+    pub fn tag_refresh(&self, sql: Arc<dyn Sql>, repo: RepoName, tag: Tag) -> TagRefresh {
+        TagRefresh {
+            cache: self.clone(),
+            sql,
+            repo,
+            tag,
+        }
     }
 
     pub async fn keep_tagged(&self, repo: &RepoName, tag: &Tag, record: &ManifestRecord) {
@@ -184,7 +239,7 @@ impl MetadataCache {
 
     pub async fn blob(&self, repo: &RepoName, digest: &Digest) -> Option<BlobRecord> {
         let key = blob_key(repo.as_str(), digest.as_str());
-        let (header, _) = self.fresh(&key, self.lifetimes.immutable).await?;
+        let (header, _, _) = self.fresh(&key, self.lifetimes.immutable).await?;
         Some(BlobRecord {
             size: header.size,
             locator: header.locator?,
@@ -291,14 +346,21 @@ mod tests {
     }
 
     #[test]
-    fn a_tag_entry_lives_for_the_tag_lifetime_only() {
+    fn a_tag_entry_lives_for_the_tag_lifetime_only_and_is_due_for_refresh_after_half() {
         block_on(async {
             let (cache, clock) = cache();
             let repo = RepoName::parse("a/b").expect("valid");
             let tag = Tag::parse("latest").expect("valid");
             cache.keep_tagged(&repo, &tag, &record(b"{}")).await;
-            assert_eq!(cache.tagged(&repo, &tag).await, Some(record(b"{}")));
-            clock.advance(Duration::from_secs(5));
+            let fresh = cache.tagged(&repo, &tag).await.expect("kept");
+            assert_eq!((fresh.record, fresh.refresh), (record(b"{}"), false));
+            clock.advance(Duration::from_millis(2500));
+            let older = cache.tagged(&repo, &tag).await.expect("still kept");
+            assert!(
+                older.refresh,
+                "due for a background refresh after half its lifetime"
+            );
+            clock.advance(Duration::from_millis(2500));
             assert_eq!(cache.tagged(&repo, &tag).await, None);
         })
     }

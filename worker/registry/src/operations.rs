@@ -12,6 +12,7 @@
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::body::{MaybeSend, MaybeSync};
+use crate::cache::TagRefresh;
 use crate::digest::Digest;
 use crate::error::RegistryError;
 use crate::manifest::ParsedManifest;
@@ -94,11 +95,23 @@ impl Outcome<bool> {
     }
 }
 
-/// The events of one request, in order.
+/// The events of one request, in order, and the cached tags it found due for a refresh.
 #[derive(Debug, Default)]
-pub struct EventLog(Mutex<Vec<Event>>);
+pub struct EventLog(Mutex<Vec<Event>>, Mutex<Vec<(RepoName, Tag)>>);
 
 impl EventLog {
+    /// A cached tag to refresh after the response (see [`crate::cache::Tagged::refresh`]).
+    pub fn refresh_tag(&self, repo: &RepoName, tag: &Tag) {
+        self.1
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((repo.clone(), tag.clone()));
+    }
+
+    pub fn take_tag_refreshes(&self) -> Vec<(RepoName, Tag)> {
+        std::mem::take(&mut *self.1.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
     pub fn push(&self, event: Event) {
         self.0
             .lock()
@@ -130,6 +143,7 @@ pub trait Subscriber: MaybeSend + MaybeSync {
 pub struct FollowUp {
     subscribers: Vec<Arc<dyn Subscriber>>,
     events: Vec<Event>,
+    refreshes: Vec<TagRefresh>,
 }
 
 impl FollowUp {
@@ -137,20 +151,30 @@ impl FollowUp {
         Self {
             subscribers,
             events,
+            refreshes: Vec::new(),
         }
     }
 
-    /// Whether running it would do nothing (no events, or no one listening).
+    pub(crate) fn with_refreshes(mut self, refreshes: Vec<TagRefresh>) -> Self {
+        self.refreshes = refreshes;
+        self
+    }
+
+    /// Whether running it would do nothing (no cache refresh, and no events or no one listening).
     pub fn is_empty(&self) -> bool {
-        self.events.is_empty() || self.subscribers.is_empty()
+        self.refreshes.is_empty() && (self.events.is_empty() || self.subscribers.is_empty())
     }
 
     pub fn events(&self) -> &[Event] {
         &self.events
     }
 
-    /// Delivers the events to every subscriber, in order.
+    /// Refreshes the cached tags the request found old, then delivers the events to every
+    /// subscriber, in order.
     pub async fn run(self) {
+        for refresh in self.refreshes {
+            refresh.run().await;
+        }
         if self.events.is_empty() {
             return;
         }

@@ -138,6 +138,47 @@ fn a_tag_moved_here_is_seen_here_at_once_and_elsewhere_within_the_tag_lifetime()
 }
 
 #[test]
+fn a_tag_pulled_after_half_its_lifetime_is_refreshed_after_the_response_not_on_the_request_path() {
+    let (t, round_trips) = cached_registry();
+    let there = with_registry(&t, elsewhere(&t));
+    let v1 = t.push_image(REPO, "latest", "one");
+    assert_eq!(digest_of_tag(&t, "latest"), v1.digest);
+    let v2 = there.push_image(REPO, "latest", "two");
+
+    t.clock.advance(CacheLifetimes::default().tag / 2);
+    let (reply, follow_up) = block_on(
+        t.registry.handle_deferred(
+            http::Request::get(format!("/v2/{REPO}/manifests/latest"))
+                .header("accept", MANIFEST)
+                .body(openregistry::body::Body::Empty)
+                .expect("a request"),
+        ),
+    );
+    assert_eq!(reply.status(), StatusCode::OK);
+    assert_eq!(
+        reply.headers()["docker-content-digest"],
+        v1.digest.as_str(),
+        "served from the cache, within the lifetime"
+    );
+    assert!(!follow_up.is_empty(), "a refresh is due");
+    round_trips.store(0, Ordering::SeqCst);
+    block_on(follow_up.run());
+    assert_eq!(
+        round_trips.load(Ordering::SeqCst),
+        1,
+        "one query, after the response"
+    );
+
+    round_trips.store(0, Ordering::SeqCst);
+    assert_eq!(
+        digest_of_tag(&t, "latest"),
+        v2.digest,
+        "the refreshed answer"
+    );
+    assert_eq!(round_trips.load(Ordering::SeqCst), 0);
+}
+
+#[test]
 fn a_deleted_manifest_is_never_served_from_cache_where_it_was_deleted() {
     let (t, _) = cached_registry();
     let manifest = t.push_image(REPO, "v1", "one");

@@ -24,13 +24,14 @@ impl Registry {
         reference: &str,
         with_body: bool,
         claims: Option<&Claims>,
+        events: &EventLog,
     ) -> Result<Response<Body>, RegistryError> {
         let reference = readable_reference(reference)?;
         if let Reference::Tag(tag) = &reference {
             self.check_tag(claims, repo, tag, Permission::Pull)?;
         }
         let record = self
-            .manifest_record(repo, &reference, with_body)
+            .manifest_record(repo, &reference, with_body, events)
             .await?
             .ok_or(RegistryError::ManifestUnknown)?;
         let mut headers = vec![
@@ -53,6 +54,7 @@ impl Registry {
         repo: &RepoName,
         reference: &Reference,
         with_body: bool,
+        events: &EventLog,
     ) -> Result<Option<ManifestRecord>, RegistryError> {
         let metadata = Metadata::new(self.ports.sql.as_ref());
         let Some(cache) = &self.cache else {
@@ -76,7 +78,10 @@ impl Registry {
             }
             Reference::Tag(tag) => {
                 if let Some(hit) = cache.tagged(repo, tag).await {
-                    return Ok(Some(hit));
+                    if hit.refresh {
+                        events.refresh_tag(repo, tag);
+                    }
+                    return Ok(Some(hit.record));
                 }
                 let found = metadata.manifest_by_tag(repo, tag, true).await?;
                 if let Some(record) = &found {

@@ -237,12 +237,19 @@ impl Registry {
     pub async fn handle_deferred(&self, request: Request<Body>) -> (Response<Body>, FollowUp) {
         let events = EventLog::default();
         let response = self.respond(request, &events).await;
+        let refreshes = events.take_tag_refreshes();
         let events = events.take();
         // Before the response goes: the client that wrote reads its own write next.
-        if let Some(cache) = &self.cache {
-            cache.apply(&events).await;
-        }
-        (response, FollowUp::new(self.subscribers.clone(), events))
+        let Some(cache) = &self.cache else {
+            return (response, FollowUp::new(self.subscribers.clone(), events));
+        };
+        cache.apply(&events).await;
+        let refreshes = refreshes
+            .into_iter()
+            .map(|(repo, tag)| cache.tag_refresh(self.ports.sql.clone(), repo, tag))
+            .collect();
+        let follow_up = FollowUp::new(self.subscribers.clone(), events).with_refreshes(refreshes);
+        (response, follow_up)
     }
 
     async fn respond(&self, request: Request<Body>, events: &EventLog) -> Response<Body> {
@@ -342,8 +349,14 @@ impl Registry {
             Route::Manifest { name, reference } => {
                 let repo = RepoName::parse(name)?;
                 match method {
-                    Method::GET => self.get_manifest(&repo, reference, true, claims).await,
-                    Method::HEAD => self.get_manifest(&repo, reference, false, claims).await,
+                    Method::GET => {
+                        self.get_manifest(&repo, reference, true, claims, events)
+                            .await
+                    }
+                    Method::HEAD => {
+                        self.get_manifest(&repo, reference, false, claims, events)
+                            .await
+                    }
                     Method::PUT => {
                         self.put_manifest(&repo, reference, &query, request, claims, events)
                             .await
