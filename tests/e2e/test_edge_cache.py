@@ -77,13 +77,13 @@ def test_a_warm_anonymous_pull_makes_no_database_round_trip(cached, work_dir):
     manifest = src.add_image(layers)
     src.tag(manifest, "v1")
     ref = f"docker://{server.host}/alice/app:v1"
-    skopeo("copy", "--dest-tls-verify=false", "--dest-creds", f"alice:{password}", f"oci:{src.root}:v1", ref,
+    skopeo("copy", "--preserve-digests", "--dest-tls-verify=false", "--dest-creds", f"alice:{password}", f"oci:{src.root}:v1", ref,
            auth_file=auth_file)
     set_visibility(server, password, "alice/app", "public")
 
     def pull(name: str) -> None:
         dst = Layout(work_dir / name)
-        skopeo("copy", "--src-tls-verify=false", "--src-no-creds", ref, f"oci:{dst.root}:v1",
+        skopeo("copy", "--preserve-digests", "--src-tls-verify=false", "--src-no-creds", ref, f"oci:{dst.root}:v1",
                auth_file=auth_file)
         assert dst.resolve("v1")["digest"] == manifest["digest"]
 

@@ -24,7 +24,6 @@ use std::sync::Arc;
 use http::{header, Method, StatusCode};
 use js_sys::Promise;
 use openregistry::body::Body;
-use openregistry::cache::CacheLifetimes;
 use openregistry::ports::{Clock, Kv, Random};
 use openregistry::Registry;
 use openregistry_backends::tail::Tails;
@@ -106,11 +105,8 @@ fn registry(settings: &Settings, env: &Env) -> Result<Registry, String> {
     let registry = openregistry_host::build(settings, ports, embedded)?;
     Ok(match cache {
         Some(cache) => {
-            let lifetimes = CacheLifetimes {
-                tag: settings.tag_cache,
-                ..CacheLifetimes::default()
-            };
-            registry.with_cache(cache, lifetimes)
+            let policy = settings.cache_policy();
+            registry.with_cache(cache, policy)
         }
         None => registry,
     })

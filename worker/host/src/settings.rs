@@ -320,6 +320,13 @@ pub const SETTINGS: &[Setting] = &[
         meaning: "with the cache on: how long a tag's answer is kept (another process sharing the database sees a moved tag within it; this one at once)",
     },
     Setting {
+        name: "OPENREGISTRY_CACHE_BLOB_BYTES",
+        hosts: ALL,
+        secret: false,
+        default: "`1048576`",
+        meaning: "with the cache on: blobs up to this size (configs, small layers) are kept whole in it, behind the same access check; `0`: only metadata",
+    },
+    Setting {
         name: "OPENREGISTRY_EDGE_CACHE",
         hosts: EDGE,
         secret: false,
@@ -493,6 +500,7 @@ pub struct Settings {
     /// Native only: the read path's cache, in bytes (0: none), and its tag lifetime.
     pub cache_bytes: u64,
     pub tag_cache: Duration,
+    pub cache_blob_bytes: u64,
     pub test_kv_lag: bool,
 }
 
@@ -568,6 +576,15 @@ impl Reader<'_> {
 }
 
 impl Settings {
+    /// The read path cache's policy these settings describe.
+    pub fn cache_policy(&self) -> openregistry::cache::CachePolicy {
+        openregistry::cache::CachePolicy {
+            tag: self.tag_cache,
+            blob_bytes: self.cache_blob_bytes,
+            ..Default::default()
+        }
+    }
+
     /// Reads and checks every setting of `host`; the error names the first bad one as the host
     /// spells it.
     pub fn read(source: &dyn SettingSource, host: Host) -> Result<Self, String> {
@@ -785,6 +802,9 @@ impl Settings {
             tag_cache: Duration::from_secs(
                 read.number("OPENREGISTRY_TAG_CACHE_SECONDS")?.unwrap_or(5),
             ),
+            cache_blob_bytes: read
+                .number("OPENREGISTRY_CACHE_BLOB_BYTES")?
+                .unwrap_or(openregistry::cache::DEFAULT_CACHE_BLOB_BYTES),
         })
     }
 }

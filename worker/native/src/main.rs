@@ -279,15 +279,12 @@ async fn open_registry(
     };
     let mut registry = openregistry_host::build(settings, ports, embedded)?;
     if settings.cache_bytes > 0 {
-        let lifetimes = openregistry::cache::CacheLifetimes {
-            tag: settings.tag_cache,
-            ..Default::default()
-        };
+        let policy = settings.cache_policy();
         let cache = Arc::new(openregistry_host::cache::MemoryLru::new(
             settings.cache_bytes,
             Arc::new(SystemClock),
         ));
-        registry = registry.with_cache(cache, lifetimes);
+        registry = registry.with_cache(cache, policy);
         tracing::info!(
             bytes = settings.cache_bytes,
             tag_seconds = settings.tag_cache.as_secs(),

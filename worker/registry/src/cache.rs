@@ -1,6 +1,6 @@
 //! The read path's cache: manifests by digest and "blob B is linked to repository R" for long
 //! (they never change, only disappear), the manifest a tag points at for a few seconds, all in the
-//! host's [`Cache`] port, and what an anonymous caller may pull from a repository (the token
+//! host's [`Cache`] port, small blobs' bytes by digest, and what an anonymous caller may pull from a repository (the token
 //! endpoint's decision: the repository's visibility and any org grants to anonymous) for the same
 //! few seconds as a tag.
 //!
@@ -32,20 +32,27 @@ use crate::names::{RepoName, Tag};
 use crate::operations::Event;
 use crate::ports::{Cache, Clock, Sql};
 
-/// How long entries stay.
+/// How long entries stay, and which blobs are kept whole.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CacheLifetimes {
+pub struct CachePolicy {
     /// The manifest a tag points at (`OPENREGISTRY_TAG_CACHE_SECONDS`).
     pub tag: Duration,
     /// Manifests by digest and blob links: how long a deletion elsewhere may go unseen here.
     pub immutable: Duration,
+    /// Blobs up to this size are kept whole (`OPENREGISTRY_CACHE_BLOB_BYTES`; configs and small
+    /// layers), read once from the store into memory on a miss; `0`: none.
+    pub blob_bytes: u64,
 }
 
-impl Default for CacheLifetimes {
+/// `OPENREGISTRY_CACHE_BLOB_BYTES`' default.
+pub const DEFAULT_CACHE_BLOB_BYTES: u64 = 1024 * 1024;
+
+impl Default for CachePolicy {
     fn default() -> Self {
         Self {
             tag: Duration::from_secs(5),
             immutable: Duration::from_secs(3600),
+            blob_bytes: DEFAULT_CACHE_BLOB_BYTES,
         }
     }
 }
@@ -88,7 +95,7 @@ impl TagRefresh {
 pub struct MetadataCache {
     store: Arc<dyn Cache>,
     clock: Arc<dyn Clock>,
-    lifetimes: CacheLifetimes,
+    policy: CachePolicy,
 }
 
 /// An entry's fixed fields (a JSON line); a manifest's bytes follow it.
@@ -118,6 +125,12 @@ fn tag_key(repo: &str, tag: &str) -> String {
 
 fn blob_key(repo: &str, digest: &str) -> String {
     format!("b/{repo}@{digest}")
+}
+
+/// Blob bytes by digest alone: the same for every repository (each request's access check and
+/// link lookup come first).
+fn bytes_key(digest: &str) -> String {
+    format!("d/{digest}")
 }
 
 fn anonymous_pull_key(repo: &str) -> String {
@@ -150,11 +163,11 @@ fn decode(value: &Bytes) -> Option<(Header, Bytes)> {
 }
 
 impl MetadataCache {
-    pub fn new(store: Arc<dyn Cache>, clock: Arc<dyn Clock>, lifetimes: CacheLifetimes) -> Self {
+    pub fn new(store: Arc<dyn Cache>, clock: Arc<dyn Clock>, policy: CachePolicy) -> Self {
         Self {
             store,
             clock,
-            lifetimes,
+            policy,
         }
     }
 
@@ -201,23 +214,23 @@ impl MetadataCache {
 
     pub async fn manifest(&self, repo: &RepoName, digest: &Digest) -> Option<ManifestRecord> {
         let key = manifest_key(repo.as_str(), digest.as_str());
-        let (record, _) = self.manifest_entry(&key, self.lifetimes.immutable).await?;
+        let (record, _) = self.manifest_entry(&key, self.policy.immutable).await?;
         Some(record)
     }
 
     pub async fn keep_manifest(&self, repo: &RepoName, record: &ManifestRecord) {
         let key = manifest_key(repo.as_str(), record.digest.as_str());
-        self.put_manifest_entry(&key, record, self.lifetimes.immutable)
+        self.put_manifest_entry(&key, record, self.policy.immutable)
             .await;
     }
 
     /// The manifest `tag` points at, if cached less than the tag lifetime ago.
     pub async fn tagged(&self, repo: &RepoName, tag: &Tag) -> Option<Tagged> {
         let key = tag_key(repo.as_str(), tag.as_str());
-        let (record, age) = self.manifest_entry(&key, self.lifetimes.tag).await?;
+        let (record, age) = self.manifest_entry(&key, self.policy.tag).await?;
         Some(Tagged {
             record,
-            refresh: age >= self.lifetimes.tag / 2,
+            refresh: age >= self.policy.tag / 2,
         })
     }
 
@@ -233,13 +246,12 @@ impl MetadataCache {
 
     pub async fn keep_tagged(&self, repo: &RepoName, tag: &Tag, record: &ManifestRecord) {
         let key = tag_key(repo.as_str(), tag.as_str());
-        self.put_manifest_entry(&key, record, self.lifetimes.tag)
-            .await;
+        self.put_manifest_entry(&key, record, self.policy.tag).await;
     }
 
     pub async fn blob(&self, repo: &RepoName, digest: &Digest) -> Option<BlobRecord> {
         let key = blob_key(repo.as_str(), digest.as_str());
-        let (header, _, _) = self.fresh(&key, self.lifetimes.immutable).await?;
+        let (header, _, _) = self.fresh(&key, self.policy.immutable).await?;
         Some(BlobRecord {
             size: header.size,
             locator: header.locator?,
@@ -258,8 +270,24 @@ impl MetadataCache {
         };
         if let Some(value) = encode(&header, None) {
             let key = blob_key(repo.as_str(), digest.as_str());
-            self.store.put(&key, value, self.lifetimes.immutable).await;
+            self.store.put(&key, value, self.policy.immutable).await;
         }
+    }
+
+    /// Whether a blob of `size` bytes is kept whole.
+    pub fn keeps_bytes_of(&self, size: u64) -> bool {
+        size > 0 && size <= self.policy.blob_bytes
+    }
+
+    /// A blob's bytes, if kept (and of the size the link says).
+    pub async fn blob_bytes(&self, digest: &Digest, size: u64) -> Option<Bytes> {
+        let bytes = self.store.get(&bytes_key(digest.as_str())).await?;
+        (bytes.len() as u64 == size).then_some(bytes)
+    }
+
+    pub async fn keep_blob_bytes(&self, digest: &Digest, bytes: Bytes) {
+        let key = bytes_key(digest.as_str());
+        self.store.put(&key, bytes, self.policy.immutable).await;
     }
 
     /// Forgets a link the database no longer has.
@@ -275,7 +303,7 @@ impl MetadataCache {
         let value = self.store.get(&anonymous_pull_key(repo)).await?;
         let entry: AnonymousPull = serde_json::from_slice(&value).ok()?;
         let age = self.clock.now_unix_millis().saturating_sub(entry.at);
-        (u128::from(age) < self.lifetimes.tag.as_millis()).then_some(entry.access)
+        (u128::from(age) < self.policy.tag.as_millis()).then_some(entry.access)
     }
 
     pub async fn keep_anonymous_pull(&self, repo: &str, access: Option<Access>) {
@@ -285,7 +313,7 @@ impl MetadataCache {
         };
         if let Ok(value) = serde_json::to_vec(&entry) {
             let key = anonymous_pull_key(repo);
-            self.store.put(&key, value.into(), self.lifetimes.tag).await;
+            self.store.put(&key, value.into(), self.policy.tag).await;
         }
     }
 
@@ -330,7 +358,7 @@ mod tests {
         let cache = MetadataCache::new(
             Arc::new(MemoryCache::default()),
             clock.clone(),
-            CacheLifetimes::default(),
+            CachePolicy::default(),
         );
         (cache, clock)
     }
@@ -409,7 +437,7 @@ mod tests {
         block_on(async {
             let store = Arc::new(MemoryCache::default());
             let clock = Arc::new(ManualClock::new(1));
-            let cache = MetadataCache::new(store.clone(), clock, CacheLifetimes::default());
+            let cache = MetadataCache::new(store.clone(), clock, CachePolicy::default());
             let repo = RepoName::parse("a").expect("valid");
             let tag = Tag::parse("t").expect("valid");
             store

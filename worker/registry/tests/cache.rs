@@ -22,7 +22,7 @@ use http::StatusCode;
 use openregistry::auth::store;
 use openregistry::auth::token::Signer;
 use openregistry::auth::AuthSettings;
-use openregistry::cache::CacheLifetimes;
+use openregistry::cache::CachePolicy;
 use openregistry::memory::MemoryCache;
 use openregistry::ports::{Cache, Row, Sql, SqlError, Statement};
 use openregistry::{Config, Registry};
@@ -69,14 +69,14 @@ fn cached_registry_with(config: Config) -> (TestRegistry, Arc<AtomicUsize>) {
     t.registry = t
         .registry
         .clone()
-        .with_cache(Arc::new(MemoryCache::default()), CacheLifetimes::default());
+        .with_cache(Arc::new(MemoryCache::default()), CachePolicy::default());
     (t, round_trips)
 }
 
 /// Another location: the same database and storage, its own cache.
 fn elsewhere(t: &TestRegistry) -> Registry {
     Registry::new(t.ports.clone(), Config::default())
-        .with_cache(Arc::new(MemoryCache::default()), CacheLifetimes::default())
+        .with_cache(Arc::new(MemoryCache::default()), CachePolicy::default())
 }
 
 fn with_registry(t: &TestRegistry, registry: Registry) -> TestRegistry {
@@ -133,7 +133,7 @@ fn a_tag_moved_here_is_seen_here_at_once_and_elsewhere_within_the_tag_lifetime()
         v1.digest,
         "elsewhere, the cached tag until it expires"
     );
-    t.clock.advance(CacheLifetimes::default().tag);
+    t.clock.advance(CachePolicy::default().tag);
     assert_eq!(digest_of_tag(&there, "latest"), v2.digest);
 }
 
@@ -145,7 +145,7 @@ fn a_tag_pulled_after_half_its_lifetime_is_refreshed_after_the_response_not_on_t
     assert_eq!(digest_of_tag(&t, "latest"), v1.digest);
     let v2 = there.push_image(REPO, "latest", "two");
 
-    t.clock.advance(CacheLifetimes::default().tag / 2);
+    t.clock.advance(CachePolicy::default().tag / 2);
     let (reply, follow_up) = block_on(
         t.registry.handle_deferred(
             http::Request::get(format!("/v2/{REPO}/manifests/latest"))
@@ -294,7 +294,7 @@ fn a_private_repositorys_cached_blob_is_refused_to_a_token_without_pull() {
     let cache: Arc<dyn Cache> = Arc::new(MemoryCache::default());
     t.registry = Registry::new(t.ports.clone(), Config::default())
         .with_auth(AuthSettings::new(SERVICE, signer()).expect("settings"))
-        .with_cache(cache, CacheLifetimes::default());
+        .with_cache(cache, CachePolicy::default());
     let url = format!("/v2/alice/app/blobs/{}", blob.digest);
     let scope = "repository:alice/app:pull";
 
@@ -373,4 +373,22 @@ fn an_anonymous_pull_is_decided_without_the_database_when_warm_and_at_once_after
     set_visibility(&t, "alice", &alice, "alice/app", "private");
     let after = anonymous_access(&t, scope);
     assert_eq!(after["access"], serde_json::json!([]));
+}
+
+#[test]
+fn a_small_blob_is_served_whole_and_by_range_from_its_cached_bytes() {
+    let (t, _) = cached_registry();
+    let blob = t.push_blob(REPO, b"0123456789");
+    let url = format!("/v2/{REPO}/blobs/{}", blob.digest);
+    for _ in 0..2 {
+        let whole = t.get(&url);
+        whole.expect_status(StatusCode::OK);
+        assert_eq!(&whole.body[..], b"0123456789");
+        let part = t.get_with(&url, &[("range", "bytes=2-4")]);
+        part.expect_status(StatusCode::PARTIAL_CONTENT);
+        assert_eq!(&part.body[..], b"234");
+        assert_eq!(part.must_header("content-range"), "bytes 2-4/10");
+        t.get_with(&url, &[("range", "bytes=20-30")])
+            .expect_status(StatusCode::RANGE_NOT_SATISFIABLE);
+    }
 }

@@ -21,7 +21,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::{Method, StatusCode};
 use openregistry::body::Body;
-use openregistry::cache::CacheLifetimes;
 use openregistry::ports::{Clock, Kv, Random};
 use openregistry_host::cache::KvCache;
 use openregistry_host::{misconfigured, EdgeCache, Embedded, Host, HostPorts, Settings};
@@ -71,11 +70,8 @@ fn registry() -> Result<openregistry::Registry, String> {
     }
     // The read path's cache in the same store, under its own prefix: the store keeps what it is
     // given (no expiry), the entries carry their age and the core ignores old ones.
-    let lifetimes = CacheLifetimes {
-        tag: settings.tag_cache,
-        ..CacheLifetimes::default()
-    };
-    Ok(registry.with_cache(Arc::new(KvCache::new(kv, "cache/")), lifetimes))
+    let policy = settings.cache_policy();
+    Ok(registry.with_cache(Arc::new(KvCache::new(kv, "cache/")), policy))
 }
 
 /// The most of a request body the core did not read (a refused chunk) that is read and dropped

@@ -1,18 +1,21 @@
-//! Blob reads (GET and HEAD, with `Range`) and blob deletes.
+//! Blob reads (GET and HEAD, with `Range`; small blobs through the read path cache) and blob
+//! deletes.
 
+use bytes::Bytes;
 use http::{header, HeaderMap, Response, StatusCode};
 
 use super::{header_text, response, Registry, DOCKER_CONTENT_DIGEST, IMMUTABLE};
 use crate::auth::permissions::Permission;
 use crate::auth::Claims;
 use crate::body::Body;
+use crate::cache::MetadataCache;
 use crate::digest::Digest;
 use crate::error::RegistryError;
-use crate::metadata::Metadata;
+use crate::metadata::{BlobRecord, Metadata};
 use crate::names::RepoName;
 use crate::operations::EventLog;
 use crate::ports::StoreError;
-use crate::range::{parse_range, RangeRequest};
+use crate::range::{parse_range, ByteRange, RangeRequest};
 
 impl Registry {
     pub(super) async fn get_blob(
@@ -103,7 +106,19 @@ impl Registry {
                 return Err(RegistryError::BlobRangeInvalid { size: blob.size })
             }
         };
-        let body = if with_body && blob.size > 0 {
+        let kept = match &self.cache {
+            Some(cache) if with_body && cache.keeps_bytes_of(blob.size) => {
+                self.small_blob(cache, &digest, &blob).await?
+            }
+            _ => None,
+        };
+        let body = if let Some(bytes) = kept {
+            Body::Full(match range {
+                None => bytes,
+                Some(range) => slice(&bytes, range)
+                    .ok_or(RegistryError::BlobRangeInvalid { size: blob.size })?,
+            })
+        } else if with_body && blob.size > 0 {
             match self.ports.blobs.read(&blob.locator, range).await {
                 Ok(body) => body,
                 // The bytes were collected since the link was cached: it is gone.
@@ -119,6 +134,29 @@ impl Registry {
             Body::Empty
         };
         Ok(response(status, &headers, body))
+    }
+
+    /// A small blob's bytes from the cache, or read whole from the store and kept; `None` when
+    /// the store answers with something else than the link's size (then streamed as usual).
+    async fn small_blob(
+        &self,
+        cache: &MetadataCache,
+        digest: &Digest,
+        blob: &BlobRecord,
+    ) -> Result<Option<Bytes>, RegistryError> {
+        if let Some(bytes) = cache.blob_bytes(digest, blob.size).await {
+            return Ok(Some(bytes));
+        }
+        let read = match self.ports.blobs.read(&blob.locator, None).await {
+            Ok(body) => body.collect(blob.size).await.ok(),
+            Err(StoreError::NotFound(_)) => return Ok(None), // answered below, link forgotten
+            Err(e) => return Err(e.into()),
+        };
+        let Some(bytes) = read.filter(|b| b.len() as u64 == blob.size) else {
+            return Ok(None);
+        };
+        cache.keep_blob_bytes(digest, bytes.clone()).await;
+        Ok(Some(bytes))
     }
 
     pub(super) async fn delete_blob(
@@ -152,4 +190,11 @@ impl Registry {
             Body::Empty,
         ))
     }
+}
+
+/// `range` (inclusive) of `bytes`.
+fn slice(bytes: &Bytes, range: ByteRange) -> Option<Bytes> {
+    let start = usize::try_from(range.start).ok()?;
+    let end = usize::try_from(range.end).ok()?.checked_add(1)?;
+    (start < end && end <= bytes.len()).then(|| bytes.slice(start..end))
 }

@@ -21,7 +21,7 @@ use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Response
 
 use crate::auth::{AuthSettings, Claims, Policy, RouteKind};
 use crate::body::Body;
-use crate::cache::{CacheLifetimes, MetadataCache};
+use crate::cache::{CachePolicy, MetadataCache};
 use crate::config::Config;
 use crate::error::RegistryError;
 use crate::gc::{self, GcOptions, GcReport};
@@ -156,12 +156,8 @@ impl Registry {
     }
 
     /// Reads manifests, tags and blob links through `cache` ([`crate::cache`]).
-    pub fn with_cache(mut self, cache: Arc<dyn Cache>, lifetimes: CacheLifetimes) -> Self {
-        self.cache = Some(MetadataCache::new(
-            cache,
-            self.ports.clock.clone(),
-            lifetimes,
-        ));
+    pub fn with_cache(mut self, cache: Arc<dyn Cache>, policy: CachePolicy) -> Self {
+        self.cache = Some(MetadataCache::new(cache, self.ports.clock.clone(), policy));
         self
     }
 
