@@ -180,7 +180,7 @@ def measure(host_class, cache: bool, args, stack: "Stack", workdir: Path) -> dic
     gateway("delay", {"ms": 0})
     run_cli(args.or_bin, env, workdir, "migrate")
     run_cli(args.or_bin, env, workdir, "user", "create", "alice")
-    password = access_token(run_cli(args.or_bin, env, workdir, "token", "create", "alice", "--name", "bench"))
+    password = access_token(run_cli(args.or_bin, env, workdir, "token", "create", "--user", "alice", "--name", "bench"))
     server = host_class(workdir, name, env).start(timeout=120)
     try:
         base = f"http://{server.host}"

@@ -345,7 +345,7 @@ pub const SETTINGS: &[Setting] = &[
         hosts: CLOUDFLARE,
         secret: false,
         default: "`33554432`",
-        meaning: "largest blob kept in the Cache API",
+        meaning: "with authentication off: the largest blob kept in the Cache API as a whole response",
     },
     Setting {
         name: "OPENREGISTRY_REQUEST_LOG",
