@@ -17,7 +17,8 @@
 // except one that opens with a TLS handshake: that one is closed at once, as a plain-HTTP server
 // does. workerd instead waits on it, and clients that try HTTPS first (skopeo, with
 // --tls-verify=false) then spend Go's 10 s TLS handshake timeout before they fall back to HTTP.
-// `--direct` (benchmarks: no extra hop) lets workerd listen on the port itself.
+// `--direct` (benchmarks: no extra hop) lets workerd listen on the port itself; without it, a
+// second line, `workerd http://127.0.0.1:PORT`, names workerd's own port.
 import { mkdtempSync, rmSync } from "node:fs";
 import net from "node:net";
 import { tmpdir } from "node:os";
@@ -140,6 +141,8 @@ try {
     console.log(`listening ${url.href.replace(/\/$/, "")}`);
   } else {
     console.log(`listening http://${host}:${await front(url)}`);
+    // workerd's own port, for benchmarks that load it without the front's hop.
+    console.log(`workerd ${url.href.replace(/\/$/, "")}`);
   }
 } catch (e) {
   console.error(`mf-serve: workerd did not start: ${e?.stack ?? e}`);
