@@ -29,6 +29,12 @@ thread_local! {
     static ISOLATE: Arc<MemoryLru> = Arc::new(MemoryLru::new(ISOLATE_CACHE_BYTES, Arc::new(JsClock)));
 }
 
+/// The isolate's memory itself (the memory of verified tokens lives there too, see
+/// `Registry::with_verified_tokens`).
+pub fn isolate_memory() -> Arc<dyn Cache> {
+    ISOLATE.with(|memory| memory.clone() as Arc<dyn Cache>)
+}
+
 /// The cache the settings ask for, if any.
 pub fn edge_cache(settings: &Settings, kv: Arc<dyn Kv>) -> Option<Arc<dyn Cache>> {
     let far: Arc<dyn Cache> = match settings.edge_cache {

@@ -43,7 +43,17 @@ impl SettingSource for Vars<'_> {
     }
 }
 
-/// Reads and checks every setting; the error names the first bad one.
+thread_local! {
+    /// The settings as this isolate first read them: `[vars]` and secrets are fixed for an
+    /// isolate's life (a new deployment or secret starts new isolates), and reading ~40 bindings
+    /// through JS on every request is a measurable part of a warm one.
+    static READ: std::cell::OnceCell<Result<Settings, String>> = const { std::cell::OnceCell::new() };
+}
+
+/// Reads and checks every setting (once per isolate); the error names the first bad one.
 pub fn from_env(env: &Env) -> Result<Settings, String> {
-    Settings::read(&Vars(env), Host::Cloudflare)
+    READ.with(|read| {
+        read.get_or_init(|| Settings::read(&Vars(env), Host::Cloudflare))
+            .clone()
+    })
 }

@@ -392,3 +392,28 @@ fn a_small_blob_is_served_whole_and_by_range_from_its_cached_bytes() {
             .expect_status(StatusCode::RANGE_NOT_SATISFIABLE);
     }
 }
+
+#[test]
+fn a_remembered_token_is_checked_against_the_clock_and_refused_once_expired() {
+    let mut t = TestRegistry::new();
+    let alice = user_with_token(&t, "alice");
+    let blob = t.push_blob("alice/app", b"private bytes");
+    t.registry = Registry::new(t.ports.clone(), Config::default())
+        .with_auth(AuthSettings::new(SERVICE, signer()).expect("settings"))
+        .with_verified_tokens(Arc::new(MemoryCache::default()));
+    let url = format!("/v2/alice/app/blobs/{}", blob.digest);
+    let token = bearer(&t, "alice", &alice, "repository:alice/app:pull");
+    for _ in 0..2 {
+        t.get_with(&url, &[("authorization", &token)])
+            .expect_status(StatusCode::OK);
+    }
+    // Another token than the one remembered: checked in full (a flipped character breaks it).
+    let mut forged = token.clone();
+    let last = forged.pop().expect("a character");
+    forged.push(if last == 'A' { 'B' } else { 'A' });
+    t.get_with(&url, &[("authorization", &forged)])
+        .expect_error(StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
+    t.clock.advance(Duration::from_secs(301));
+    t.get_with(&url, &[("authorization", &token)])
+        .expect_error(StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
+}

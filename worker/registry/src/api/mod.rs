@@ -43,6 +43,8 @@ pub struct Registry {
     subscribers: Vec<Arc<dyn Subscriber>>,
     /// The read path's cache, if the host has one ([`crate::cache`]).
     cache: Option<MetadataCache>,
+    /// Tokens already verified, if the host keeps them ([`Self::with_verified_tokens`]).
+    verified_tokens: Option<Arc<dyn Cache>>,
 }
 
 /// Which endpoint a path names.
@@ -152,12 +154,22 @@ impl Registry {
             policy: Policy::new(false),
             subscribers: Vec::new(),
             cache: None,
+            verified_tokens: None,
         }
     }
 
     /// Reads manifests, tags and blob links through `cache` ([`crate::cache`]).
     pub fn with_cache(mut self, cache: Arc<dyn Cache>, policy: CachePolicy) -> Self {
         self.cache = Some(MetadataCache::new(cache, self.ports.clock.clone(), policy));
+        self
+    }
+
+    /// Remembers the claims of tokens it verified (by the token's SHA-256, until they expire) in
+    /// `memory`, for hosts where checking a signature is a large part of a request (Ed25519 in
+    /// WASM): a token seen again is checked against the clock only. `memory` must be private to
+    /// the process or isolate (never a shared store: an entry there would stand for a signature).
+    pub fn with_verified_tokens(mut self, memory: Arc<dyn Cache>) -> Self {
+        self.verified_tokens = Some(memory);
         self
     }
 
@@ -281,7 +293,7 @@ impl Registry {
         }
         let method = request.method().clone();
         let query = Query::parse(request.uri().query());
-        let claims = self.authorize(&route, &method, request.headers())?;
+        let claims = self.authorize(&route, &method, request.headers()).await?;
         let mut response = self
             .route_request(route, method, query, request, claims.as_ref(), events)
             .await?;

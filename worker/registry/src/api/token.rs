@@ -14,6 +14,8 @@ use super::{header_text, json_response, Query, Registry, Route};
 use crate::auth::token::{self, format_time};
 use crate::auth::{orgs, store};
 use crate::auth::{Access, Action, AuthSettings, Claims, Policy, Principal, Requirement, Scope};
+use sha2::{Digest as _, Sha256};
+
 use crate::body::Body;
 use crate::cache::MetadataCache;
 use crate::error::RegistryError;
@@ -133,7 +135,7 @@ impl Registry {
     /// Checks the request's token against what the route needs. Returns the token's claims
     /// (`None` when auth is off). Uploads may continue with a token that expired less than the
     /// grace period ago; the upload handlers then check it belongs to the session's principal.
-    pub(super) fn authorize(
+    pub(super) async fn authorize(
         &self,
         route: &Route<'_>,
         method: &Method,
@@ -173,7 +175,7 @@ impl Registry {
         };
         let now = self.now_ms();
         let grace = u64::try_from(auth.upload_grace.as_millis()).unwrap_or(u64::MAX);
-        let claims = match token::verify(token, &auth.keys, &auth.service, now) {
+        let claims = match self.verify_token(token, auth, now).await {
             Ok(claims) => claims,
             Err(token::TokenError::Expired) if matches!(route, Route::Upload { .. }) => {
                 token::verify_with_grace(token, &auth.keys, &auth.service, now, grace).map_err(
@@ -210,6 +212,34 @@ impl Registry {
             }
         }
         Ok(Some(claims))
+    }
+
+    /// [`token::verify`], through the memory of verified tokens when the host keeps one.
+    async fn verify_token(
+        &self,
+        token: &str,
+        auth: &AuthSettings,
+        now: u64,
+    ) -> Result<Claims, token::TokenError> {
+        let Some(memory) = &self.verified_tokens else {
+            return token::verify(token, &auth.keys, &auth.service, now);
+        };
+        let key = format!("k/{}", hex::encode(Sha256::digest(token.as_bytes())));
+        let remembered = memory
+            .get(&key)
+            .await
+            .and_then(|value| serde_json::from_slice::<Claims>(&value).ok())
+            .filter(|claims| token::is_current(claims, now));
+        if let Some(claims) = remembered {
+            return Ok(claims);
+        }
+        let claims = token::verify(token, &auth.keys, &auth.service, now)?;
+        let left = claims.expires_ms().unwrap_or(now).saturating_sub(now);
+        if let Ok(value) = serde_json::to_vec(&claims) {
+            let ttl = std::time::Duration::from_millis(left.min(3_600_000));
+            memory.put(&key, value.into(), ttl).await;
+        }
+        Ok(claims)
     }
 
     /// `GET /token` and `POST /token`.

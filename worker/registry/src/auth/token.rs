@@ -188,6 +188,14 @@ pub fn verify(
     verify_with_grace(token, keys, service, now_ms, 0)
 }
 
+/// Whether the claims of a token verified earlier still hold at `now_ms` (the checks of
+/// [`verify`] that depend on the time).
+pub fn is_current(claims: &Claims, now_ms: u64) -> bool {
+    let not_before = parse_time(&claims.nbf).is_ok_and(|nbf| nbf <= now_ms + 1000);
+    let not_after = parse_time(&claims.exp).is_ok_and(|exp| exp > now_ms);
+    not_before && not_after
+}
+
 /// Like [`verify`], but a token that expired less than `grace_ms` ago still passes (everything
 /// else, `nbf` included, is checked at `now_ms`).
 pub fn verify_with_grace(
