@@ -9,6 +9,8 @@ behind the Neon gateway stand-in, which counts the round trips:
   served again; where a repository was made private, anonymous pulls stop at once;
 * a private repository's cached manifest and blobs are refused to a token without pull.
 
+On the Worker both with the Cache API (the default) and with Workers KV (`OPENREGISTRY_EDGE_CACHE=kv`).
+
 Runs where the metadata is reached over HTTP (``E2E_METADATA=neon``, always on the edge hosts).
 """
 
@@ -36,19 +38,26 @@ SKOPEO = os.environ.get("SKOPEO") or shutil.which("skopeo") or "/usr/bin/skopeo"
 CACHE_BYTES = str(64 * 1024 * 1024)
 
 
-@pytest.fixture(scope="module")
-def cached(module_registry_factory, neon_backend):
+# The Worker runs it twice: with the Cache API (the default) and with Workers KV (`kv`, for
+# workers.dev); the other hosts have one kind of cache.
+STORES = ["default", "kv"] if cloudflare_host.CLOUDFLARE else ["default"]
+
+
+@pytest.fixture(scope="module", params=STORES)
+def cached(module_registry_factory, neon_backend, request):
     if neon_backend is None:
         pytest.skip("the round trips are counted by the Neon gateway stand-in (E2E_METADATA=neon)")
     env = {"OPENREGISTRY_AUTH": "true"}
+    if request.param == "kv":
+        env["OPENREGISTRY_EDGE_CACHE"] = "kv"
     if not cloudflare_host.EDGE:
         env["OPENREGISTRY_CACHE_BYTES"] = CACHE_BYTES  # on by default at the edge only
     else:
         key = SigningKey.generate()
         remember(key.paserk_secret)
         env["OPENREGISTRY_TOKEN_KEY"] = key.paserk_secret
-    server = module_registry_factory("edge-cache", env=env, server_class=AuthRegistryServer)
-    accounts = Accounts(server, module_registry_factory.root / "cli-edge-cache.log")
+    server = module_registry_factory(f"edge-cache-{request.param}", env=env, server_class=AuthRegistryServer)
+    accounts = Accounts(server, module_registry_factory.root / f"cli-edge-cache-{request.param}.log")
     accounts.create_user("alice")
     password = accounts.create_token("alice", name="e2e")
     return server, password, neon_backend.gateway
