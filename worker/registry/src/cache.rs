@@ -113,6 +113,14 @@ struct Header {
     locator: Option<String>,
     #[serde(default)]
     linked_at: u64,
+    /// When a request took on this tag entry's background refresh (ms since the epoch; 0: none):
+    /// the others leave it to that one for half a lifetime, so a hot tag is asked for once.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    refresh_claimed: u64,
+}
+
+fn is_zero(value: &u64) -> bool {
+    *value == 0
 }
 
 fn manifest_key(repo: &str, digest: &str) -> String {
@@ -206,6 +214,7 @@ impl MetadataCache {
             size: record.size,
             locator: None,
             linked_at: 0,
+            refresh_claimed: 0,
         };
         if let Some(value) = encode(&header, Some(content)) {
             self.store.put(key, value, lifetime).await;
@@ -224,14 +233,30 @@ impl MetadataCache {
             .await;
     }
 
-    /// The manifest `tag` points at, if cached less than the tag lifetime ago.
+    /// The manifest `tag` points at, if cached less than the tag lifetime ago. The first request
+    /// that finds it older than half the lifetime takes on its refresh (and says so in the entry).
     pub async fn tagged(&self, repo: &RepoName, tag: &Tag) -> Option<Tagged> {
         let key = tag_key(repo.as_str(), tag.as_str());
-        let (record, age) = self.manifest_entry(&key, self.policy.tag).await?;
-        Some(Tagged {
-            record,
-            refresh: age >= self.policy.tag / 2,
-        })
+        let lifetime = self.policy.tag;
+        let (mut header, content, age) = self.fresh(&key, lifetime).await?;
+        let record = ManifestRecord {
+            digest: header.digest.as_deref()?.parse().ok()?,
+            media_type: header.media_type.clone()?,
+            size: header.size,
+            content: Some(content.clone()),
+        };
+        let now = self.clock.now_unix_millis();
+        let half = u64::try_from((lifetime / 2).as_millis()).unwrap_or(u64::MAX);
+        let refresh = age >= lifetime / 2 && now.saturating_sub(header.refresh_claimed) >= half;
+        if refresh {
+            header.refresh_claimed = now;
+            if let Some(value) = encode(&header, Some(&content)) {
+                self.store
+                    .put(&key, value, lifetime.saturating_sub(age))
+                    .await;
+            }
+        }
+        Some(Tagged { record, refresh })
     }
 
     /// The background refresh of a tag's entry (see [`Tagged::refresh`]).
@@ -267,6 +292,7 @@ impl MetadataCache {
             size: record.size,
             locator: Some(record.locator.clone()),
             linked_at: record.linked_at,
+            refresh_claimed: 0,
         };
         if let Some(value) = encode(&header, None) {
             let key = blob_key(repo.as_str(), digest.as_str());
@@ -388,6 +414,8 @@ mod tests {
                 older.refresh,
                 "due for a background refresh after half its lifetime"
             );
+            let again = cache.tagged(&repo, &tag).await.expect("still kept");
+            assert!(!again.refresh, "taken on by the first request only");
             clock.advance(Duration::from_millis(2500));
             assert_eq!(cache.tagged(&repo, &tag).await, None);
         })
