@@ -16,7 +16,7 @@ Not a test: nothing fails on a number. Writes docs/benchmarks-edge.json and the 
 edge" section of docs/benchmarks.md (between its markers; the rest of the file is untouched), or,
 with --out DIR, DIR/benchmarks-edge.{json,md}.
 
-    scripts/bench edge [--delay-ms 150] [--seconds 3] [--hosts worker,spin] [--out DIR]
+    scripts/bench edge [--delay-ms 150] [--seconds 3] [--hosts worker,spin] [--out DIR] [--set NAME=VALUE]
 """
 
 from __future__ import annotations
@@ -95,6 +95,30 @@ class Worker(EdgeRegistry):
                     return line[len("workerd "):].strip()
             time.sleep(0.05)
         raise RuntimeError("the harness did not name workerd's port")
+
+
+class TrivialWorker(Worker):
+    """bench/trivial-worker.mjs in the same harness: the runtime's own limit here."""
+
+    kind, label = "trivial-worker", "trivial Worker"
+    ready_path = "/"
+
+    def command(self) -> list[str]:
+        return super().command() + ["--script", str(REPO / "bench" / "trivial-worker.mjs")]
+
+
+def runtime_limit(args, workdir: Path) -> dict:
+    server = TrivialWorker(workdir, "trivial-worker", {}).start(timeout=120)
+    try:
+        out = {}
+        for conns in CONNECTIONS:
+            d = load(args.loadgen, f"{server.load_base}/", "HEAD", conns, args.seconds, "none")
+            out[f"HEAD c{conns}"] = d
+            log(f"trivial Worker: HEAD c={conns}: {d['rps']:.0f} req/s, p50 {d['p50_ms']:.1f} ms, "
+                f"p99 {d['p99_ms']:.1f} ms")
+        return out
+    finally:
+        server.stop()
 
 
 class Spin(EdgeRegistry):
@@ -191,6 +215,7 @@ def measure(host_class, cache: bool, args, stack: "Stack", workdir: Path) -> dic
         "OPENREGISTRY_TOKEN_KEY": token_key(),
         "OPENREGISTRY_EDGE_CACHE": "true" if cache else "false",
     }
+    env.update(dict(item.split("=", 1) for item in args.set))
     gateway = stack.gateway_client
     gateway("delay", {"ms": 0})
     run_cli(args.or_bin, env, workdir, "migrate")
@@ -289,6 +314,18 @@ def render(results: list[dict], meta: dict) -> str:
             L.append(f"- {r['host']}, cache on: HEAD at 16 connections {head['rps']:.0f} req/s = "
                      f"{head['rps'] / PEER_HEAD_RPS:.1f}x serverless-registry's {PEER_HEAD_RPS} req/s "
                      f"(target 10x), p99 {head['p99_ms']:.1f} ms (target 10 ms).")
+    limit = meta.get("runtime_limit") or {}
+    if limit:
+        cells = ", ".join(f"{k}: {v['rps']:.0f} req/s (p99 {v['p99_ms']:.1f} ms)" for k, v in limit.items())
+        L.append(f"- The runtime's own limit here, a trivial Worker (bench/trivial-worker.mjs) in the same "
+                 f"harness: {cells}.")
+        head, trivial = None, limit.get("HEAD c16")
+        for r in results:
+            if r["host"] == "worker" and r["cache"]:
+                head = r["load"].get("HEAD c16")
+        if head and trivial:
+            L.append(f"- The Worker's warm HEAD at 16 connections is {head['rps'] / trivial['rps']:.0%} of the "
+                     "trivial Worker's rate.")
     for note in meta.get("notes", []):
         L.append(f"- {note}")
     L += ["", END]
@@ -301,6 +338,8 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--hosts", default="worker,spin")
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                    help="a setting for every host started (e.g. OPENREGISTRY_TAG_CACHE_SECONDS=60)")
     args = ap.parse_args()
     args.or_bin = Path(os.environ["OPENREGISTRY_BIN"])
     args.loadgen = os.environ["LOADGEN_BIN"]
@@ -321,7 +360,13 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="openregistry-bench-edge-"))
     stack = Stack(workdir)
     results = []
+    limit: dict = {}
     try:
+        if Worker in chosen:
+            try:
+                limit = runtime_limit(args, workdir)
+            except Exception as exc:  # noqa: BLE001 - reported, the run goes on
+                meta["notes"].append(f"trivial Worker: not measured: {exc}")
         for host in chosen:
             for cache in (False, True):
                 try:
@@ -332,6 +377,7 @@ def main() -> int:
     finally:
         stack.close()
         servers.stop_all()
+    meta["runtime_limit"] = limit
     section = render(results, meta)
     print(section)
     out_dir = args.out or DOCS

@@ -22,7 +22,8 @@ mod streams;
 use std::sync::Arc;
 
 use http::{header, Method, StatusCode};
-use js_sys::Promise;
+use js_sys::{Promise, Reflect};
+use openregistry::auth::AuthSettings;
 use openregistry::body::Body;
 use openregistry::ports::{Clock, Kv, Random};
 use openregistry::Registry;
@@ -82,6 +83,16 @@ fn note_memory_growth() {
     });
 }
 
+thread_local! {
+    /// The token keys as this isolate first parsed them (its settings never change, see `config`).
+    static AUTH: std::cell::OnceCell<Result<Option<AuthSettings>, String>> =
+        const { std::cell::OnceCell::new() };
+}
+
+fn isolate_auth(settings: &Settings) -> Result<Option<AuthSettings>, String> {
+    AUTH.with(|auth| auth.get_or_init(|| settings.auth_settings(None)).clone())
+}
+
 fn registry(settings: &Settings, env: &Env) -> Result<Registry, String> {
     let store = env
         .kv(KV_BINDING)
@@ -97,13 +108,17 @@ fn registry(settings: &Settings, env: &Env) -> Result<Registry, String> {
     // Blobs in the R2 binding when it is bound (the S3 settings then only sign redirects to the
     // same bucket); without it, in the store the settings name (S3 over fetch(), or Skynet).
     let mut embedded = Embedded::default();
-    if let Ok(bucket) = env.bucket(R2_BINDING) {
+    // Asked with `in` first: a missing binding makes `env.bucket` build a JS error (a stack
+    // trace) on every request.
+    let bound = Reflect::has(env.as_ref(), &R2_BINDING.into()).unwrap_or(false);
+    if let Some(bucket) = bound.then(|| env.bucket(R2_BINDING).ok()).flatten() {
         let presigner = settings.s3_store(ports.http.clone(), kv.clone(), ports.clock.clone())?;
         let tails = Tails::new(kv, "r2-tail", settings.config().upload_session_ttl);
         embedded.blobs = Some(Arc::new(R2Store::new(bucket, tails, presigner)));
     }
     // Ed25519 in WASM is a large part of a warm request: a token seen again in this isolate is
     // checked against the clock only.
+    embedded.auth = isolate_auth(settings)?;
     let registry = openregistry_host::build(settings, ports, embedded)?
         .with_verified_tokens(cache::isolate_memory());
     Ok(match cache {

@@ -38,6 +38,9 @@ pub struct Embedded {
     pub blobs: Option<Arc<dyn BlobStore>>,
     /// The token key when `OPENREGISTRY_TOKEN_KEY` is unset (natively: the data directory's).
     pub token_key: Option<Signer>,
+    /// [`Settings::auth_settings`] already made (hosts that keep it between requests: parsing the
+    /// keys is a large part of a small request in WASM); `None`: made here.
+    pub auth: Option<AuthSettings>,
 }
 
 impl Settings {
@@ -194,7 +197,11 @@ pub fn build(
         random: ports.random,
     };
     let mut registry = Registry::new(core_ports, settings.config());
-    if let Some(auth) = settings.auth_settings(embedded.token_key)? {
+    let auth = match embedded.auth {
+        Some(auth) => Some(auth),
+        None => settings.auth_settings(embedded.token_key)?,
+    };
+    if let Some(auth) = auth {
         registry = registry.with_auth(auth);
     }
     Ok(registry)
