@@ -46,7 +46,7 @@ pub fn edge_cache(settings: &Settings, kv: Arc<dyn Kv>) -> Option<Arc<dyn Cache>
         return Some(far);
     }
     Some(Arc::new(Tiered {
-        near: ISOLATE.with(Arc::clone),
+        near: isolate_memory(),
         near_lifetime: settings.isolate_cache,
         far,
     }))

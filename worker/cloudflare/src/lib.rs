@@ -6,8 +6,10 @@
 //!
 //! Stateless: nothing is kept between requests but caches (`OPENREGISTRY_EDGE_CACHE`): the read
 //! path's metadata in the isolate's memory and the Cache API (see [`cache`]), and, with
-//! authentication off, whole immutable responses in the Cache API. Configuration: see [`config`]. The `#[event(scheduled)]` entry (a Cron Trigger,
-//! `[triggers]` in wrangler.toml) sweeps the multipart uploads of expired upload sessions.
+//! authentication off, whole immutable responses in the Cache API; and, per isolate, the settings
+//! and token keys as first read. Configuration: see [`config`]. The `#[event(scheduled)]` entry
+//! (a Cron Trigger, `[triggers]` in wrangler.toml) sweeps the multipart uploads of expired upload
+//! sessions.
 
 // The core's `Ports` hold `Arc`s; on wasm32 there is one thread and nothing needs to be `Send`.
 #![allow(clippy::arc_with_non_send_sync)]

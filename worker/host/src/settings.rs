@@ -543,21 +543,22 @@ impl Reader<'_> {
 
     fn edge_cache(&self) -> Result<EdgeCache, String> {
         let name = "OPENREGISTRY_EDGE_CACHE";
-        if self
-            .text(name)
+        let value = self.text(name);
+        if value
+            .as_deref()
             .is_some_and(|v| v.eq_ignore_ascii_case("kv"))
         {
             return Ok(EdgeCache::Kv);
         }
-        self.flag(name, true)
-            .map(|on| {
-                if on {
-                    EdgeCache::Shared
-                } else {
-                    EdgeCache::Off
-                }
-            })
-            .map_err(|e| e.replace("true or false", "true, kv or false"))
+        match self.flag(name, true) {
+            Ok(true) => Ok(EdgeCache::Shared),
+            Ok(false) => Ok(EdgeCache::Off),
+            Err(_) => Err(format!(
+                "{} must be true, kv or false, not {:?}",
+                self.0.spelled(name),
+                value.unwrap_or_default()
+            )),
+        }
     }
 
     fn number(&self, name: &str) -> Result<Option<u64>, String> {

@@ -1,8 +1,8 @@
 //! The read path's cache: manifests by digest and "blob B is linked to repository R" for long
 //! (they never change, only disappear), the manifest a tag points at for a few seconds, all in the
-//! host's [`Cache`] port, small blobs' bytes by digest, and what an anonymous caller may pull from a repository (the token
-//! endpoint's decision: the repository's visibility and any org grants to anonymous) for the same
-//! few seconds as a tag.
+//! host's [`Cache`] port, small blobs' bytes by digest, and what an anonymous caller may pull
+//! from a repository (the token endpoint's decision: the repository's visibility and any org
+//! grants to anonymous) for the same few seconds as a tag.
 //!
 //! Consistency rules:
 //! - The access check comes first: the cache sits behind [`Registry::authorize`] and the tag
@@ -164,6 +164,16 @@ fn encode(header: &Header, content: Option<&Bytes>) -> Option<Bytes> {
     Some(out.freeze())
 }
 
+/// A manifest entry's record (`None` for an entry that is not a manifest's).
+fn manifest_record(header: &Header, content: Bytes) -> Option<ManifestRecord> {
+    Some(ManifestRecord {
+        digest: header.digest.as_deref()?.parse().ok()?,
+        media_type: header.media_type.clone()?,
+        size: header.size,
+        content: Some(content),
+    })
+}
+
 fn decode(value: &Bytes) -> Option<(Header, Bytes)> {
     let end = value.iter().position(|b| *b == b'\n')?;
     let header: Header = serde_json::from_slice(value.get(..end)?).ok()?;
@@ -179,27 +189,17 @@ impl MetadataCache {
         }
     }
 
+    /// The age of what the database answered at `at` (ms since the epoch), if under `lifetime`.
+    fn age_within(&self, at: u64, lifetime: Duration) -> Option<Duration> {
+        let age = Duration::from_millis(self.clock.now_unix_millis().saturating_sub(at));
+        (age < lifetime).then_some(age)
+    }
+
     /// The entry under `key` if younger than `lifetime`, and its age.
     async fn fresh(&self, key: &str, lifetime: Duration) -> Option<(Header, Bytes, Duration)> {
         let (header, rest) = decode(&self.store.get(key).await?)?;
-        let age = self.clock.now_unix_millis().saturating_sub(header.at);
-        let age = Duration::from_millis(age);
-        (age < lifetime).then_some((header, rest, age))
-    }
-
-    async fn manifest_entry(
-        &self,
-        key: &str,
-        lifetime: Duration,
-    ) -> Option<(ManifestRecord, Duration)> {
-        let (header, content, age) = self.fresh(key, lifetime).await?;
-        let record = ManifestRecord {
-            digest: header.digest?.parse().ok()?,
-            media_type: header.media_type?,
-            size: header.size,
-            content: Some(content),
-        };
-        Some((record, age))
+        let age = self.age_within(header.at, lifetime)?;
+        Some((header, rest, age))
     }
 
     async fn put_manifest_entry(&self, key: &str, record: &ManifestRecord, lifetime: Duration) {
@@ -223,8 +223,8 @@ impl MetadataCache {
 
     pub async fn manifest(&self, repo: &RepoName, digest: &Digest) -> Option<ManifestRecord> {
         let key = manifest_key(repo.as_str(), digest.as_str());
-        let (record, _) = self.manifest_entry(&key, self.policy.immutable).await?;
-        Some(record)
+        let (header, content, _) = self.fresh(&key, self.policy.immutable).await?;
+        manifest_record(&header, content)
     }
 
     pub async fn keep_manifest(&self, repo: &RepoName, record: &ManifestRecord) {
@@ -239,12 +239,7 @@ impl MetadataCache {
         let key = tag_key(repo.as_str(), tag.as_str());
         let lifetime = self.policy.tag;
         let (mut header, content, age) = self.fresh(&key, lifetime).await?;
-        let record = ManifestRecord {
-            digest: header.digest.as_deref()?.parse().ok()?,
-            media_type: header.media_type.clone()?,
-            size: header.size,
-            content: Some(content.clone()),
-        };
+        let record = manifest_record(&header, content.clone())?;
         let now = self.clock.now_unix_millis();
         let half = u64::try_from((lifetime / 2).as_millis()).unwrap_or(u64::MAX);
         let refresh = age >= lifetime / 2 && now.saturating_sub(header.refresh_claimed) >= half;
@@ -328,8 +323,8 @@ impl MetadataCache {
     pub async fn anonymous_pull(&self, repo: &str) -> Option<Option<Access>> {
         let value = self.store.get(&anonymous_pull_key(repo)).await?;
         let entry: AnonymousPull = serde_json::from_slice(&value).ok()?;
-        let age = self.clock.now_unix_millis().saturating_sub(entry.at);
-        (u128::from(age) < self.policy.tag.as_millis()).then_some(entry.access)
+        self.age_within(entry.at, self.policy.tag)?;
+        Some(entry.access)
     }
 
     pub async fn keep_anonymous_pull(&self, repo: &str, access: Option<Access>) {

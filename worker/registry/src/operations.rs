@@ -97,37 +97,45 @@ impl Outcome<bool> {
 
 /// The events of one request, in order, and the cached tags it found due for a refresh.
 #[derive(Debug, Default)]
-pub struct EventLog(Mutex<Vec<Event>>, Mutex<Vec<(RepoName, Tag)>>);
+pub struct EventLog {
+    events: Mutex<Vec<Event>>,
+    tag_refreshes: Mutex<Vec<(RepoName, Tag)>>,
+}
 
 impl EventLog {
     /// A cached tag to refresh after the response (see [`crate::cache::Tagged::refresh`]).
     pub fn refresh_tag(&self, repo: &RepoName, tag: &Tag) {
-        self.1
+        self.tag_refreshes
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push((repo.clone(), tag.clone()));
     }
 
     pub fn take_tag_refreshes(&self) -> Vec<(RepoName, Tag)> {
-        std::mem::take(&mut *self.1.lock().unwrap_or_else(PoisonError::into_inner))
+        std::mem::take(
+            &mut *self
+                .tag_refreshes
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        )
     }
 
     pub fn push(&self, event: Event) {
-        self.0
+        self.events
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push(event);
     }
 
     pub fn extend(&self, events: Vec<Event>) {
-        self.0
+        self.events
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .extend(events);
     }
 
     pub fn take(&self) -> Vec<Event> {
-        std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner))
+        std::mem::take(&mut *self.events.lock().unwrap_or_else(PoisonError::into_inner))
     }
 }
 

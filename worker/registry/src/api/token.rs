@@ -9,13 +9,12 @@
 use base64::Engine;
 use http::{header, HeaderMap, Method, Request, Response, StatusCode};
 use serde_json::json;
+use sha2::{Digest as _, Sha256};
 
 use super::{header_text, json_response, Query, Registry, Route};
 use crate::auth::token::{self, format_time};
 use crate::auth::{orgs, store};
 use crate::auth::{Access, Action, AuthSettings, Claims, Policy, Principal, Requirement, Scope};
-use sha2::{Digest as _, Sha256};
-
 use crate::body::Body;
 use crate::cache::MetadataCache;
 use crate::error::RegistryError;

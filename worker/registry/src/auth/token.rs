@@ -191,9 +191,18 @@ pub fn verify(
 /// Whether the claims of a token verified earlier still hold at `now_ms` (the checks of
 /// [`verify`] that depend on the time).
 pub fn is_current(claims: &Claims, now_ms: u64) -> bool {
-    let not_before = parse_time(&claims.nbf).is_ok_and(|nbf| nbf <= now_ms + 1000);
-    let not_after = parse_time(&claims.exp).is_ok_and(|exp| exp > now_ms);
-    not_before && not_after
+    check_times(claims, now_ms, 0).is_ok()
+}
+
+/// `nbf` (with a second of clock skew) and `exp` (with `grace_ms`) at `now_ms`.
+fn check_times(claims: &Claims, now_ms: u64, grace_ms: u64) -> Result<(), TokenError> {
+    if parse_time(&claims.nbf)? > now_ms + 1000 {
+        return Err(TokenError::NotYetValid);
+    }
+    if parse_time(&claims.exp)?.saturating_add(grace_ms) <= now_ms {
+        return Err(TokenError::Expired);
+    }
+    Ok(())
 }
 
 /// Like [`verify`], but a token that expired less than `grace_ms` ago still passes (everything
@@ -220,12 +229,7 @@ pub fn verify_with_grace(
     if claims.aud != service {
         return Err(TokenError::WrongAudience);
     }
-    if parse_time(&claims.nbf)? > now_ms + 1000 {
-        return Err(TokenError::NotYetValid);
-    }
-    if parse_time(&claims.exp)?.saturating_add(grace_ms) <= now_ms {
-        return Err(TokenError::Expired);
-    }
+    check_times(&claims, now_ms, grace_ms)?;
     Ok(claims)
 }
 
