@@ -267,7 +267,8 @@ def skynet_portal(storage_backend):
 
 
 def _start(workdir: Path, name: str, neon: "NeonBackend | None",
-           extra_env: "dict[str, str] | None" = None, skynet: "SkynetPortal | None" = None) -> RegistryServer:
+           extra_env: "dict[str, str] | None" = None, skynet: "SkynetPortal | None" = None,
+           server_class: type = RegistryServer) -> RegistryServer:
     try:
         if neon is not None and not neon.gateway.running():
             neon.gateway.start()  # a test stopped it and its registry is being (re)started
@@ -279,7 +280,7 @@ def _start(workdir: Path, name: str, neon: "NeonBackend | None",
         if cloudflare_host.EDGE:
             _prepare_worker()
             cloudflare_host.migrate(env)  # edge hosts do not migrate; a deployment does it once
-        server = RegistryServer(workdir, name=name, env=env)
+        server = server_class(workdir, name=name, env=env)
         server.start()
     except (registry_server.RegistryStartError, GatewayStartError, postgres_server.PostgresError,
             PortalStartError, cloudflare_host.CloudflareError, spin_host.SpinError) as exc:
@@ -322,8 +323,10 @@ def registry_factory(work_dir, neon_backend, storage_backend):
     portal."""
     started: list[RegistryServer] = []
 
-    def make(name: str = "dedicated", env: "dict[str, str] | None" = None) -> RegistryServer:
-        server = _start(work_dir / f"{name}-{len(started)}", name, neon_backend, env, storage_backend)
+    def make(name: str = "dedicated", env: "dict[str, str] | None" = None,
+             server_class: type = RegistryServer) -> RegistryServer:
+        server = _start(work_dir / f"{name}-{len(started)}", name, neon_backend, env, storage_backend,
+                        server_class)
         started.append(server)
         return server
 

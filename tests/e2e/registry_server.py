@@ -175,7 +175,8 @@ class RegistryServer(ChildProcess):
         """The process environment: ours, then the registry's settings (as Spin variables on Spin)."""
         env = dict(os.environ)
         env.setdefault("RUST_BACKTRACE", "1")
-        env.update(self.env)
+        # "{port}" in a setting is this start's port (OPENREGISTRY_PUBLIC_URL names it).
+        env.update({k: v.replace("{port}", str(self.port)) for k, v in self.env.items()})
         return spin_host.variables(env) if self.is_spin else env
 
     def _ready(self, r: requests.Response) -> bool:

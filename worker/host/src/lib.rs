@@ -160,8 +160,13 @@ impl Settings {
             core.accept_public_keys(list)
                 .map_err(|e| format!("OPENREGISTRY_TOKEN_PUBLIC_KEYS: {e}"))?;
         }
-        core.public_url = auth.public_url.clone();
         core.token_ttl = auth.token_ttl;
+        // The web app's passkeys sign for one origin: the configured public URL's.
+        if let Some(url) = &auth.public_url {
+            core = core
+                .with_passkeys(url, auth.signup)
+                .map_err(|e| format!("OPENREGISTRY_PUBLIC_URL: {e}"))?;
+        }
         Ok(Some(core))
     }
 }

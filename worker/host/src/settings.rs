@@ -288,8 +288,15 @@ pub const SETTINGS: &[Setting] = &[
         name: "OPENREGISTRY_PUBLIC_URL",
         hosts: ALL,
         secret: false,
-        default: "from the request's `Host`",
-        meaning: "the registry's public base URL (token realm)",
+        default: "from the request's `Host`; no passkey sign-in",
+        meaning: "the registry's public base URL (token realm); also the origin the web app's passkeys sign for (`https://…`, or `http://localhost:<port>`)",
+    },
+    Setting {
+        name: "OPENREGISTRY_SIGNUP",
+        hosts: ALL,
+        secret: false,
+        default: "`false`",
+        meaning: "with auth and a public URL: anyone may create an account in the web app with a passkey (else accounts are made with `openregistry users add`)",
     },
     Setting {
         name: "OPENREGISTRY_TOKEN_TTL_SECONDS",
@@ -459,6 +466,8 @@ pub struct AuthConfig {
     pub service: String,
     pub public_url: Option<String>,
     pub token_ttl: Duration,
+    /// Self-service sign-up with a passkey (`OPENREGISTRY_SIGNUP`).
+    pub signup: bool,
 }
 
 /// Every setting of a host, read and checked.
@@ -721,6 +730,7 @@ impl Settings {
                     read.number("OPENREGISTRY_TOKEN_TTL_SECONDS")?
                         .unwrap_or(300),
                 ),
+                signup: read.flag("OPENREGISTRY_SIGNUP", false)?,
             })
         } else {
             None

@@ -32,7 +32,7 @@ pub mod ports;
 pub mod range;
 mod session;
 
-pub use api::{route_name, ApiError, Registry};
+pub use api::{route_name, webapp_bytes, ApiError, Registry};
 pub use body::{Body, BodyError};
 pub use config::Config;
 pub use error::RegistryError;

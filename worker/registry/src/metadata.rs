@@ -30,6 +30,18 @@ pub struct ManifestRecord {
 }
 
 /// One entry of the referrers index.
+/// A tag as the web app lists it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TagDetail {
+    pub name: String,
+    pub digest: String,
+    /// When the tag was last pushed (moved to this digest).
+    pub pushed_at_ms: u64,
+    pub media_type: String,
+    pub artifact_type: Option<String>,
+    pub manifest_size: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Referrer {
     pub digest: String,
@@ -503,6 +515,42 @@ impl<'a> Metadata<'a> {
             )
             .await?;
         rows.iter().map(|r| r.text(0).map_err(Into::into)).collect()
+    }
+
+    /// Up to `limit` tags of `repo` after `last` with what each points at and when it was
+    /// pushed (the web app's tag list: one query instead of a manifest request per tag).
+    pub async fn tag_details(
+        &self,
+        repo: &RepoName,
+        last: &str,
+        limit: u64,
+    ) -> Result<Vec<TagDetail>, RegistryError> {
+        let rows = self
+            .sql
+            .query(
+                Statement::new(
+                    "SELECT t.name, t.digest, t.updated_at, m.media_type, m.artifact_type, m.size \
+                     FROM tags t JOIN manifests m ON m.repository = t.repository AND m.digest = t.digest \
+                     WHERE t.repository = $1 AND t.name > $2 ORDER BY t.name LIMIT $3",
+                )
+                .bind(repo.as_str())
+                .bind(last)
+                .bind(limit),
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(TagDetail {
+                    name: r.text(0)?,
+                    digest: r.text(1)?,
+                    pushed_at_ms: r.uint(2)?,
+                    media_type: r.text(3)?,
+                    artifact_type: r.opt_text(4)?,
+                    manifest_size: r.uint(5)?,
+                })
+            })
+            .collect::<Result<_, SqlError>>()
+            .map_err(Into::into)
     }
 
     pub async fn repository_exists(&self, repo: &RepoName) -> Result<bool, RegistryError> {

@@ -36,6 +36,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0004_gc.sql",
         sql: include_str!("../../../schema/0004_gc.sql"),
     },
+    Migration {
+        version: 5,
+        name: "0005_passkeys.sql",
+        sql: include_str!("../../../schema/0005_passkeys.sql"),
+    },
 ];
 
 const CREATE_LEDGER: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (\

@@ -5,7 +5,8 @@
 //! |---|---|---|
 //! | `/api/tokens` | GET, POST | list the user's access tokens; create one (its secret shown once) |
 //! | `/api/tokens/<id>` | DELETE | revoke one of the user's tokens |
-//! | `/api/repositories/<name>/visibility` | PUT | make a repository `public` or `private` |
+//! | `/api/repositories/<name>/tags` | GET | tags with digests, media types and push times (authorized as `tags/list`) |
+//! | `/api/repositories/<name>/visibility` | GET, PUT | whether a repository is `public` or `private`; change it |
 //! | `/api/orgs…` | | organizations (see `orgs`) |
 //! | `/api/gc` | POST | run the garbage collector (`?dry_run=true`: report only); admins only |
 //!
@@ -76,7 +77,7 @@ impl ApiError {
         let mut response = json_response(status, body.to_string());
         let headers = response.headers_mut();
         match &self {
-            ApiError::Unauthorized { challenge, .. } => {
+            ApiError::Unauthorized { challenge, .. } if !challenge.is_empty() => {
                 if let Ok(value) = HeaderValue::from_str(challenge) {
                     headers.insert(header::WWW_AUTHENTICATE, value);
                 }
@@ -139,6 +140,7 @@ enum Endpoint<'a> {
     Tokens,
     Token { id: &'a str },
     Visibility { repository: &'a str },
+    Tags { repository: &'a str },
 }
 
 /// The endpoint a path below `/api/` names; `None` for anything else (empty or missing parts
@@ -150,9 +152,11 @@ fn endpoint(path: &str) -> Option<Endpoint<'_>> {
     if let Some(id) = path.strip_prefix("tokens/") {
         return (!id.is_empty() && !id.contains('/')).then_some(Endpoint::Token { id });
     }
-    let repository = path
-        .strip_prefix("repositories/")?
-        .strip_suffix("/visibility")?;
+    let rest = path.strip_prefix("repositories/")?;
+    if let Some(repository) = rest.strip_suffix("/tags") {
+        return (!repository.is_empty()).then_some(Endpoint::Tags { repository });
+    }
+    let repository = rest.strip_suffix("/visibility")?;
     (!repository.is_empty()).then_some(Endpoint::Visibility { repository })
 }
 
@@ -187,9 +191,22 @@ impl Registry {
         if path == "gc" {
             return self.gc_call(request).await;
         }
+        // Open mode too: it is authorized as the registry's own routes are.
+        if let Some(Endpoint::Tags { repository }) = endpoint(path) {
+            return self.tag_details(repository, request).await;
+        }
         let auth = self.auth.as_ref().ok_or_else(not_found)?;
+        let first = path.split('/').next().unwrap_or_default();
+        if first == "session" || first == "passkeys" {
+            return self
+                .session_api(auth, path, request)
+                .await
+                .unwrap_or_else(|| Err(not_found()));
+        }
         if path == "orgs" || path.starts_with("orgs/") {
-            let principal = self.api_principal(auth, request.headers()).await?;
+            let principal = self
+                .api_principal(auth, request.method(), request.headers())
+                .await?;
             return self
                 .org_api(path, request, &principal)
                 .await
@@ -200,17 +217,21 @@ impl Registry {
         let allow = match endpoint {
             Endpoint::Tokens => "GET, POST",
             Endpoint::Token { .. } => "DELETE",
-            Endpoint::Visibility { .. } => "PUT",
+            Endpoint::Visibility { .. } => "GET, PUT",
+            Endpoint::Tags { .. } => "GET",
         };
         let allowed = match endpoint {
             Endpoint::Tokens => method == Method::GET || method == Method::POST,
             Endpoint::Token { .. } => method == Method::DELETE,
-            Endpoint::Visibility { .. } => method == Method::PUT,
+            Endpoint::Visibility { .. } => method == Method::PUT || method == Method::GET,
+            Endpoint::Tags { .. } => method == Method::GET,
         };
         if !allowed {
             return Err(ApiError::MethodNotAllowed { allow });
         }
-        let principal = self.api_principal(auth, request.headers()).await?;
+        let principal = self
+            .api_principal(auth, request.method(), request.headers())
+            .await?;
         if principal.robot {
             return Err(ApiError::Forbidden(
                 "robot accounts push and pull; they have no account to manage".into(),
@@ -230,6 +251,8 @@ impl Registry {
             Endpoint::Tokens if method == Method::GET => self.list_tokens(&principal).await,
             Endpoint::Tokens => self.create_token(&principal, request).await,
             Endpoint::Token { id } => self.revoke_token(&principal, id).await,
+            // Answered above, before signing in.
+            Endpoint::Tags { repository } => self.tag_details(repository, request).await,
             Endpoint::Visibility { repository } => {
                 self.set_visibility(&principal, repository, request, events)
                     .await
@@ -244,7 +267,9 @@ impl Registry {
             return Err(ApiError::MethodNotAllowed { allow: "POST" });
         }
         if let Some(auth) = &self.auth {
-            let principal = self.api_principal(auth, request.headers()).await?;
+            let principal = self
+                .api_principal(auth, request.method(), request.headers())
+                .await?;
             if !principal.admin {
                 return Err(ApiError::Forbidden(
                     "only an admin may run the garbage collector".into(),
@@ -273,17 +298,25 @@ impl Registry {
         ))
     }
 
-    /// The signed-in user of an `/api/` call: Basic credentials with an access token.
-    async fn api_principal(
+    /// The signed-in user of an `/api/` call: Basic credentials with an access token, or the web
+    /// app's session cookie (whose state changes pass the CSRF checks).
+    pub(super) async fn api_principal(
         &self,
         auth: &AuthSettings,
+        method: &Method,
         headers: &http::HeaderMap,
     ) -> Result<Principal, ApiError> {
         let unauthorized = |reason: &str| ApiError::Unauthorized {
             challenge: format!("Basic realm=\"{}\"", self.realm(auth, headers)),
             reason: reason.to_owned(),
         };
-        let Some((user, password)) = super::token::basic_credentials(headers)? else {
+        let basic = super::token::basic_credentials(headers)?;
+        if basic.is_none() {
+            if let Some(signed_in) = self.session_principal(auth, method, headers).await {
+                return signed_in;
+            }
+        }
+        let Some((user, password)) = basic else {
             return Err(unauthorized(
                 "sign in with your user name and an access token",
             ));
@@ -291,6 +324,42 @@ impl Registry {
         store::authenticate(self.ports.sql.as_ref(), &user, &password, self.now_ms())
             .await?
             .ok_or_else(|| unauthorized("invalid username or access token"))
+    }
+
+    /// `GET /api/repositories/<name>/tags[?n=&last=]`: the tags with their digests, media types
+    /// and push times, for whoever may pull the repository: it is authorized as `tags/list` is
+    /// (a registry bearer token, or anonymous on a public repository), not with the session.
+    async fn tag_details(
+        &self,
+        repository: &str,
+        request: Request<Body>,
+    ) -> Result<Response<Body>, ApiError> {
+        if request.method() != Method::GET {
+            return Err(ApiError::MethodNotAllowed { allow: "GET" });
+        }
+        let repo = RepoName::parse(repository)?;
+        self.authorize(
+            &super::Route::Tags {
+                name: repo.as_str(),
+            },
+            &Method::GET,
+            request.headers(),
+        )
+        .await?;
+        let query = super::Query::parse(request.uri().query());
+        let limit = query
+            .get("n")
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(100)
+            .clamp(1, 1000);
+        let last = query.get("last").unwrap_or_default();
+        let tags = crate::metadata::Metadata::new(self.ports.sql.as_ref())
+            .tag_details(&repo, last, limit)
+            .await?;
+        Ok(json_response(
+            StatusCode::OK,
+            json!({ "name": repo.as_str(), "tags": tags }).to_string(),
+        ))
     }
 
     async fn list_tokens(&self, principal: &Principal) -> Result<Response<Body>, ApiError> {
@@ -376,6 +445,18 @@ impl Registry {
             return Err(ApiError::Forbidden(format!(
                 "you may not change the visibility of {repo}"
             )));
+        }
+        if request.method() == Method::GET {
+            let public = store::public_repositories(sql, &[repo.as_str()]).await?;
+            let visibility = if public.is_empty() {
+                "private"
+            } else {
+                "public"
+            };
+            return Ok(json_response(
+                StatusCode::OK,
+                json!({ "name": repo.as_str(), "visibility": visibility }).to_string(),
+            ));
         }
         #[derive(Deserialize)]
         struct Visibility {

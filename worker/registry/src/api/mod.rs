@@ -10,8 +10,12 @@ mod blobs;
 mod listing;
 mod manifests;
 mod orgs;
+mod session;
 mod token;
 mod uploads;
+mod webapp;
+
+pub use webapp::webapp_bytes;
 
 pub use account::ApiError;
 
@@ -84,6 +88,7 @@ impl<'a> Route<'a> {
 /// `other` for none): a label for hosts' metrics that never carries a repository name.
 pub fn route_name(path: &str) -> &'static str {
     match route(path) {
+        None if webapp::is_webapp_path(path) => "ui",
         None => "other",
         Some(Route::Base) => "base",
         Some(Route::Catalog) => "catalog",
@@ -283,6 +288,9 @@ impl Registry {
         events: &EventLog,
     ) -> Result<Response<Body>, RegistryError> {
         let path = request.uri().path().to_owned();
+        if webapp::is_webapp_path(&path) {
+            return webapp::serve(&path, request.method(), request.headers());
+        }
         let Some(route) = route(&path) else {
             return Err(RegistryError::NotFound);
         };

@@ -266,7 +266,14 @@ impl Registry {
                     Some((user, password)) => store::authenticate(sql, &user, &password, now)
                         .await?
                         .ok_or_else(|| refused("invalid username or access token"))?,
-                    None => Principal::anonymous(),
+                    // The web app asks with its session cookie.
+                    None => match self
+                        .session_principal(auth, &Method::GET, request.headers())
+                        .await
+                    {
+                        Some(signed_in) => signed_in.map_err(|e| refused(&e.to_string()))?,
+                        None => Principal::anonymous(),
+                    },
                 };
                 let via = basic_credentials(request.headers())?
                     .and_then(|(_, p)| store::token_id(&p).map(str::to_owned));

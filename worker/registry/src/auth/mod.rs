@@ -7,11 +7,15 @@
 //! - [`permissions`]: Org mode's permissions, roles, globs, resources and rules (pure values).
 //! - [`orgs`]: organizations, members, teams, robots, roles, grants and the audit log in SQL.
 //! - [`policy`]: who may do what — the one place every access decision is made.
+//! - [`passkeys`]: WebAuthn ceremonies and the stored passkeys (the web app's sign-in).
+//! - [`session`]: the web app's browser sessions (cookie, CSRF checks).
 //! - this module: actions, scopes, principals and settings.
 
 pub mod orgs;
+pub mod passkeys;
 pub mod permissions;
 pub mod policy;
+pub mod session;
 pub mod store;
 pub mod token;
 
@@ -193,6 +197,10 @@ pub struct AuthSettings {
     pub token_ttl: Duration,
     /// How long after its token expired an upload opened with it may still be finished.
     pub upload_grace: Duration,
+    /// The web app's passkey sign-in ([`Self::with_passkeys`]); `None`: no browser sessions.
+    pub relying_party: Option<Arc<passkeys::RelyingParty>>,
+    /// Whether anyone may create an account with a passkey (`OPENREGISTRY_SIGNUP`).
+    pub signup: bool,
 }
 
 impl AuthSettings {
@@ -206,7 +214,24 @@ impl AuthSettings {
             keys: vec![key],
             token_ttl: Duration::from_secs(300),
             upload_grace: Duration::from_secs(3600),
+            relying_party: None,
+            signup: false,
         })
+    }
+
+    /// Turns on the web app's passkey sign-in for the origin of `public_url` (also the token
+    /// realm's base), with self-service sign-up when `signup`.
+    pub fn with_passkeys(
+        mut self,
+        public_url: &str,
+        signup: bool,
+    ) -> Result<Self, passkeys::PasskeyError> {
+        self.relying_party = Some(Arc::new(passkeys::RelyingParty::from_public_url(
+            public_url,
+        )?));
+        self.public_url = Some(public_url.to_owned());
+        self.signup = signup;
+        Ok(self)
     }
 
     /// Also accepts tokens signed by the keys in `list`, comma-separated PASERK `k4.public` keys

@@ -59,6 +59,18 @@ pub async fn create_user(
     admin: bool,
     now_ms: u64,
 ) -> Result<(), StoreError> {
+    create_user_with(sql, name, admin, now_ms, Vec::new()).await
+}
+
+/// Creates a user and, in the same transaction, runs `then` (a sign-up's first passkey): all
+/// of it happens or none.
+pub async fn create_user_with(
+    sql: &dyn Sql,
+    name: &str,
+    admin: bool,
+    now_ms: u64,
+    then: Vec<Statement>,
+) -> Result<(), StoreError> {
     if !valid_user_name(name) {
         return Err(StoreError::BadUserName);
     }
@@ -70,8 +82,12 @@ pub async fn create_user(
     .bind(name)
     .bind(i64::from(admin))
     .bind(now_ms);
-    match sql.query(insert).await {
-        Ok(rows) if rows.is_empty() => Err(StoreError::NameOfAnOrg(name.to_owned())),
+    let mut statements = vec![insert];
+    statements.extend(then);
+    match sql.batch(statements).await {
+        Ok(results) if results.first().is_none_or(|rows| rows.is_empty()) => {
+            Err(StoreError::NameOfAnOrg(name.to_owned()))
+        }
         Ok(_) => Ok(()),
         Err(SqlError::UniqueViolation(_)) => Err(StoreError::UserExists(name.to_owned())),
         Err(e) => Err(e.into()),
@@ -83,13 +99,14 @@ pub async fn delete_user(sql: &dyn Sql, name: &str) -> Result<bool, StoreError> 
     let results = sql
         .batch(vec![
             Statement::new("DELETE FROM access_tokens WHERE user_name = $1").bind(name),
+            Statement::new("DELETE FROM passkeys WHERE user_name = $1").bind(name),
             Statement::new("DELETE FROM team_members WHERE user_name = $1").bind(name),
             Statement::new("DELETE FROM grants WHERE principal = $1").bind(format!("user:{name}")),
             Statement::new("DELETE FROM org_members WHERE user_name = $1").bind(name),
             Statement::new("DELETE FROM users WHERE name = $1 RETURNING name").bind(name),
         ])
         .await?;
-    Ok(results.get(4).is_some_and(|rows| !rows.is_empty()))
+    Ok(results.get(5).is_some_and(|rows| !rows.is_empty()))
 }
 
 /// Creates an access token; returns its id and the token text, which is shown once.
@@ -243,6 +260,23 @@ pub async fn principal_for_token(
         name: row.text(0)?,
         admin: row.int(4)? != 0,
         limits: (!limits.is_empty()).then_some(limits),
+        robot: false,
+    }))
+}
+
+/// The principal of a signed-in browser session: the user with their full rights, if they
+/// still exist.
+pub async fn user_principal(sql: &dyn Sql, name: &str) -> Result<Option<Principal>, RegistryError> {
+    let rows = sql
+        .query(Statement::new("SELECT name, admin FROM users WHERE name = $1").bind(name))
+        .await?;
+    let Some(row) = rows.first() else {
+        return Ok(None);
+    };
+    Ok(Some(Principal {
+        name: row.text(0)?,
+        admin: row.int(1)? != 0,
+        limits: None,
         robot: false,
     }))
 }

@@ -145,6 +145,46 @@ impl Signer {
         PublicToken::sign(&self.secret, &message, Some(&footer), None)
             .map_err(|_| TokenError::Key("signing failed".into()))
     }
+
+    /// Signs any payload bound to an implicit assertion (`purpose`): such a token verifies only
+    /// through [`verify_purpose`] with the same assertion, never as an access token, and no
+    /// access token verifies as one of them (browser sessions use this).
+    pub fn sign_purpose(&self, payload: &[u8], purpose: &[u8]) -> Result<String, TokenError> {
+        let footer = serde_json::to_vec(&Footer {
+            kid: self.kid.clone(),
+        })
+        .map_err(|_| TokenError::BadClaims)?;
+        PublicToken::sign(&self.secret, payload, Some(&footer), Some(purpose))
+            .map_err(|_| TokenError::Key("signing failed".into()))
+    }
+}
+
+/// The payload of a token signed by [`Signer::sign_purpose`] for `purpose` with one of `keys`.
+pub fn verify_purpose(
+    token: &str,
+    keys: &[VerifyingKey],
+    purpose: &[u8],
+) -> Result<String, TokenError> {
+    let (key, untrusted) = untrusted_with_key(token, keys)?;
+    let trusted = PublicToken::verify(&key.public, &untrusted, None, Some(purpose))
+        .map_err(|_| TokenError::BadSignature)?;
+    Ok(trusted.payload().to_owned())
+}
+
+/// The token, parsed but unverified, and the key its footer names.
+fn untrusted_with_key<'k>(
+    token: &str,
+    keys: &'k [VerifyingKey],
+) -> Result<(&'k VerifyingKey, UntrustedToken<Public, V4>), TokenError> {
+    let untrusted =
+        UntrustedToken::<Public, V4>::try_from(token).map_err(|_| TokenError::Malformed)?;
+    let footer: Footer =
+        serde_json::from_slice(untrusted.untrusted_footer()).map_err(|_| TokenError::Malformed)?;
+    let key = keys
+        .iter()
+        .find(|k| k.kid == footer.kid)
+        .ok_or(TokenError::UnknownKey)?;
+    Ok((key, untrusted))
 }
 
 fn key_id(public: &AsymmetricPublicKey<V4>) -> String {
@@ -214,14 +254,7 @@ pub fn verify_with_grace(
     now_ms: u64,
     grace_ms: u64,
 ) -> Result<Claims, TokenError> {
-    let untrusted =
-        UntrustedToken::<Public, V4>::try_from(token).map_err(|_| TokenError::Malformed)?;
-    let footer: Footer =
-        serde_json::from_slice(untrusted.untrusted_footer()).map_err(|_| TokenError::Malformed)?;
-    let key = keys
-        .iter()
-        .find(|k| k.kid == footer.kid)
-        .ok_or(TokenError::UnknownKey)?;
+    let (key, untrusted) = untrusted_with_key(token, keys)?;
     let trusted = PublicToken::verify(&key.public, &untrusted, None, None)
         .map_err(|_| TokenError::BadSignature)?;
     let claims: Claims =
