@@ -104,8 +104,20 @@ def test_kill_9_during_a_large_push_leaves_no_partial_blob(registry_factory, wor
 
     h = client.head(f"/v2/{repo}/blobs/{digest}")
     assert h.status_code == 200 and int(h.headers["Content-Length"]) == BIG
-    assert client.blob_sha256_streamed(repo, digest) == (digest, BIG)
+    assert read_back(client, repo, digest) == (digest, BIG)
     client.close()
+
+
+def read_back(client: OciClient, repo: str, digest: str) -> tuple[str, int]:
+    """The stored blob, read whole. Once, on a fresh connection, the read is tried again: in CI the
+    Workers runtime's R2 simulation (Miniflare) once sent no byte of this 300 MiB read for two
+    minutes right after the push (seen once in many runs, never natively; not what this test is
+    about: the blob is complete either way)."""
+    try:
+        return client.blob_sha256_streamed(repo, digest)
+    except requests.exceptions.ConnectionError:
+        client.session.close()
+        return client.blob_sha256_streamed(repo, digest)
 
 
 def test_acknowledged_pushes_survive_kill_9(registry_factory):

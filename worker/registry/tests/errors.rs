@@ -80,8 +80,9 @@ fn the_base_endpoint_answers_without_a_trailing_slash_and_to_head() {
 #[test]
 fn unknown_routes_are_404_with_an_oci_error_body() {
     let r = TestRegistry::new();
+    // `/` is the web app's (tests/webapp.rs); only its own files are under `/ui/`.
     for uri in [
-        "/",
+        "/ui/missing.js",
         "/v1/",
         "/v2/library",
         "/v2/library/unknown/thing",
