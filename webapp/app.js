@@ -439,6 +439,10 @@ async function orgScreen(org) {
   const grantResource = h("input", { required: true, placeholder: `${org}/* or ${org}/app:v*` });
   const grantRole = roleSelect();
   const secretBox = h("div", {});
+  const showSecret = (secret, text) => secretBox.replaceChildren(h("section", { class: "panel" }, h("p", {}, h("strong", {}, text)),
+    h("div", { class: "pull" }, h("code", { class: "secret" }, secret), copyButton(secret))));
+  const roleName = h("input", { required: true, placeholder: "ci-pusher" });
+  const roleActions = h("input", { required: true, placeholder: "pull, push", size: "30" });
   const section = (title, result, content) => h("section", { id: title.toLowerCase().replace(/\s+/g, "-") },
     h("h2", {}, title), result.error ? h("p", { class: "error" }, result.error.message) : content);
   show(h("p", {}, h("a", { href: "#/orgs" }, "Organizations"), " /"), h("h1", {}, org),
@@ -461,13 +465,17 @@ async function orgScreen(org) {
     section("Robots", robots, [
       table(["Robot", "Created", "Expires", ""], (robots.robots || []).map((r) => h("tr", {}, h("td", {}, h("code", {}, `${org}+${r.name}`)),
         h("td", {}, when(r.created_at_ms)), h("td", {}, r.expires_at_ms ? when(r.expires_at_ms) : "never"),
-        h("td", {}, h("button", { class: "danger", type: "button", onclick: act(() => api("DELETE", `${base}/robots/${r.name}`)) }, "Delete"))))),
+        h("td", {}, h("div", { class: "row" },
+          h("button", { type: "button", onclick: async () => {
+            try { showSecret((await api("POST", `${base}/robots/${r.name}/secret`)).secret, "The robot's new secret (the old one stops working), shown once:"); }
+            catch (e) { fail(e); }
+          } }, "Rotate secret"),
+          h("button", { class: "danger", type: "button", onclick: act(() => api("DELETE", `${base}/robots/${r.name}`)) }, "Delete")))))),
       h("form", { class: "row", onsubmit: async (ev) => {
         ev.preventDefault();
         try {
           const made = await api("POST", `${base}/robots`, { name: robotName.value.trim() });
-          secretBox.replaceChildren(h("section", { class: "panel" }, h("p", {}, h("strong", {}, "The robot's secret, shown once:")),
-            h("div", { class: "pull" }, h("code", { class: "secret" }, made.secret), copyButton(made.secret))));
+          showSecret(made.secret, `The secret of ${org}+${made.name}, shown once (docker login -u '${org}+${made.name}'):`);
         } catch (e) { fail(e); }
       } }, field("New robot", robotName), h("button", { type: "submit" }, "Create robot")), secretBox]),
     section("Grants", grants, [
@@ -476,8 +484,18 @@ async function orgScreen(org) {
         h("td", {}, h("button", { class: "danger", type: "button", onclick: act(() => api("DELETE", `${base}/grants/${g.id}`)) }, "Revoke"))))),
       h("form", { class: "row", id: "new-grant", onsubmit: act(() => api("POST", `${base}/grants`, { principal: grantPrincipal.value.trim(), resource: grantResource.value.trim(), role: grantRole.value })) },
         field("Who", grantPrincipal), field("Resource", grantResource), field("Role", grantRole), h("button", { type: "submit" }, "Grant"))]),
-    section("Roles", roles, table(["Role", "Actions", ""], (roles.roles || []).map((r) => h("tr", {}, h("td", {}, r.name),
-      h("td", {}, r.actions.join(", ")), h("td", {}, r.builtin ? h("span", { class: "badge" }, "built in") : ""))))),
+    section("Roles", roles, [table(["Role", "Actions", ""], (roles.roles || []).map((r) => h("tr", {}, h("td", {}, r.name),
+      h("td", {}, r.actions.join(", ")), h("td", {}, r.builtin ? h("span", { class: "badge" }, "built in")
+        : h("button", { class: "danger", type: "button", onclick: act(() => api("DELETE", `${base}/roles/${r.name}`)) }, "Delete"))))),
+      h("form", { class: "row", id: "new-role", onsubmit: act(() => api("PUT", `${base}/roles/${roleName.value.trim()}`,
+        { actions: roleActions.value.split(/[\s,]+/).filter(Boolean) })) },
+        field("Custom role", roleName), field("Actions", roleActions), h("button", { type: "submit" }, "Save role"))]),
+    h("section", { id: "danger-zone" }, h("h2", {}, "Delete the organization"),
+      h("p", { class: "muted" }, "Owners only. Its repositories must be deleted first."),
+      h("button", { class: "danger", type: "button", onclick: async () => {
+        if (!confirm(`Delete ${org}? This cannot be undone.`)) return;
+        try { await api("DELETE", base); toast(`${org} deleted`); location.hash = "#/orgs"; } catch (e) { fail(e); }
+      } }, `Delete ${org}`)),
     section("Audit log", audit, table(["When", "Who", "What", "Target", "Detail"], (audit.entries || []).map((e) => h("tr", {},
       h("td", {}, when(e.at_ms)), h("td", {}, e.actor), h("td", {}, h("code", {}, e.action)), h("td", {}, e.target), h("td", {}, e.detail))), "Nothing yet.")));
 }

@@ -95,6 +95,11 @@ try {
   await page.locator("td", { hasText: "application/vnd.oci.image.layer.v1.tar+gzip" }).first().waitFor();
   await page.locator("dd", { hasText: "linux/amd64" }).waitFor();
   await shot("manifest");
+  if (SHOTS) {
+    await page.emulateMedia({ colorScheme: "dark" });
+    await shot("manifest-dark");
+    await page.emulateMedia({ colorScheme: "light" });
+  }
   step("browsed the repository, its tag, the manifest's layers and config");
 
   // --- visibility ---
@@ -127,9 +132,13 @@ try {
   await page.fill("#new-grant input >> nth=1", "acme/*");
   await page.click("#new-grant button");
   await page.locator("#grants td", { hasText: "team:dev" }).waitFor();
+  await page.fill("#new-role input >> nth=0", "ci-pusher");
+  await page.fill("#new-role input >> nth=1", "pull, push");
+  await page.click("#new-role button");
+  await page.locator("#roles td:text-is('ci-pusher')").waitFor();
   await page.locator("code", { hasText: "team.member.add" }).first().waitFor();
   await shot("organization");
-  step("created org acme, team dev with alice in it, a grant; the audit log shows it");
+  step("created org acme, team dev with alice in it, a grant, a custom role; the audit log shows it");
 
   // --- passkeys: add one from a second authenticator, remove the first ---
   const firstCredentials = (await cdp.send("WebAuthn.getCredentials", { authenticatorId: authenticator })).credentials;
