@@ -366,6 +366,9 @@ fn tags_are_listed_with_their_push_times_for_whoever_may_pull() {
     assert!(tags[0]["digest"]
         .as_str()
         .is_some_and(|d| d.starts_with("sha256:")));
+    // A repository that does not exist is 404, as tags/list.
+    t.get("/api/repositories/lib/none/tags")
+        .expect_status(StatusCode::NOT_FOUND);
     // With authentication on, as tags/list: a private repository asks for a token.
     let private = registry(false);
     let r = private.get("/api/repositories/lib/app/tags");

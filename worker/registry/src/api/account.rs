@@ -353,9 +353,12 @@ impl Registry {
             .unwrap_or(100)
             .clamp(1, 1000);
         let last = query.get("last").unwrap_or_default();
-        let tags = crate::metadata::Metadata::new(self.ports.sql.as_ref())
-            .tag_details(&repo, last, limit)
-            .await?;
+        let metadata = crate::metadata::Metadata::new(self.ports.sql.as_ref());
+        let tags = metadata.tag_details(&repo, last, limit).await?;
+        // As `tags/list`: a repository that does not exist is 404, not an empty list.
+        if tags.is_empty() && last.is_empty() && !metadata.repository_exists(&repo).await? {
+            return Err(ApiError::NotFound(format!("no repository {repo}")));
+        }
         Ok(json_response(
             StatusCode::OK,
             json!({ "name": repo.as_str(), "tags": tags }).to_string(),
