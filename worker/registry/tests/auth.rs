@@ -12,7 +12,6 @@
 
 mod common;
 
-use base64::Engine;
 use common::*;
 use futures_executor::block_on;
 use http::StatusCode;
@@ -23,16 +22,6 @@ use openregistry::{Body, Config, Registry};
 use serde_json::json;
 
 const SERVICE: &str = "openregistry";
-
-/// A PASERK `k4.secret` key derived from a fixed seed.
-fn secret_key(seed: u8) -> String {
-    let pair = ed25519_compact::KeyPair::from_seed(ed25519_compact::Seed::new([seed; 32]));
-    let raw = pair.sk.to_vec();
-    format!(
-        "k4.secret.{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
-    )
-}
 
 fn signer(secret: &str) -> Signer {
     Signer::from_paserk(secret).expect("a valid k4.secret key")
@@ -89,11 +78,6 @@ fn access_token(t: &TestRegistry, user: &str, name: &str, scopes: &[&str]) -> St
     ))
     .expect("token");
     token
-}
-
-fn basic(user: &str, password: &str) -> String {
-    let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-    format!("Basic {encoded}")
 }
 
 /// `GET /token` with Basic credentials; the whole JSON answer (asserting 200).

@@ -20,7 +20,6 @@ use common::*;
 use futures_executor::block_on;
 use http::StatusCode;
 use openregistry::auth::store;
-use openregistry::auth::token::Signer;
 use openregistry::auth::AuthSettings;
 use openregistry::cache::CachePolicy;
 use openregistry::memory::MemoryCache;
@@ -240,15 +239,6 @@ fn a_cached_link_older_than_half_the_grace_window_is_refreshed_by_head() {
 
 const SERVICE: &str = "openregistry";
 
-fn signer() -> Signer {
-    let pair = ed25519_compact::KeyPair::from_seed(ed25519_compact::Seed::new([7; 32]));
-    let secret = format!(
-        "k4.secret.{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(pair.sk.to_vec())
-    );
-    Signer::from_paserk(&secret).expect("a valid key")
-}
-
 fn user_with_token(t: &TestRegistry, name: &str) -> String {
     block_on(store::create_user(
         t.ports.sql.as_ref(),
@@ -272,10 +262,9 @@ fn user_with_token(t: &TestRegistry, name: &str) -> String {
 
 /// A bearer token for `scope`, as `GET /token` grants it to `user`.
 fn bearer(t: &TestRegistry, user: &str, password: &str, scope: &str) -> String {
-    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
     let reply = t.get_with(
         &format!("/token?service={SERVICE}&scope={scope}"),
-        &[("authorization", &format!("Basic {basic}"))],
+        &[("authorization", &basic(user, password))],
     );
     reply.expect_status(StatusCode::OK);
     format!(
@@ -293,7 +282,7 @@ fn a_private_repositorys_cached_blob_is_refused_to_a_token_without_pull() {
     let blob = t.push_blob("alice/app", b"private bytes");
     let cache: Arc<dyn Cache> = Arc::new(MemoryCache::default());
     t.registry = Registry::new(t.ports.clone(), Config::default())
-        .with_auth(AuthSettings::new(SERVICE, signer()).expect("settings"))
+        .with_auth(AuthSettings::new(SERVICE, test_signer(7)).expect("settings"))
         .with_cache(cache, CachePolicy::default());
     let url = format!("/v2/alice/app/blobs/{}", blob.digest);
     let scope = "repository:alice/app:pull";
@@ -330,12 +319,11 @@ fn anonymous_access(t: &TestRegistry, scope: &str) -> serde_json::Value {
 }
 
 fn set_visibility(t: &TestRegistry, user: &str, password: &str, repo: &str, visibility: &str) {
-    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
     t.send(
         http::Method::PUT,
         &format!("/api/repositories/{repo}/visibility"),
         &[
-            ("authorization", &format!("Basic {basic}")),
+            ("authorization", &basic(user, password)),
             ("content-type", "application/json"),
         ],
         format!("{{\"visibility\":\"{visibility}\"}}")
@@ -354,7 +342,7 @@ fn an_anonymous_pull_is_decided_without_the_database_when_warm_and_at_once_after
     t.registry = t
         .registry
         .clone()
-        .with_auth(AuthSettings::new(SERVICE, signer()).expect("settings"));
+        .with_auth(AuthSettings::new(SERVICE, test_signer(7)).expect("settings"));
     let scope = "repository:alice/app:pull";
     set_visibility(&t, "alice", &alice, "alice/app", "public");
 
@@ -399,7 +387,7 @@ fn a_remembered_token_is_checked_against_the_clock_and_refused_once_expired() {
     let alice = user_with_token(&t, "alice");
     let blob = t.push_blob("alice/app", b"private bytes");
     t.registry = Registry::new(t.ports.clone(), Config::default())
-        .with_auth(AuthSettings::new(SERVICE, signer()).expect("settings"))
+        .with_auth(AuthSettings::new(SERVICE, test_signer(7)).expect("settings"))
         .with_verified_tokens(Arc::new(MemoryCache::default()));
     let url = format!("/v2/alice/app/blobs/{}", blob.digest);
     let token = bearer(&t, "alice", &alice, "repository:alice/app:pull");

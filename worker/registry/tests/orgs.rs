@@ -19,22 +19,11 @@ use common::*;
 use futures_executor::block_on;
 use http::{Method, StatusCode};
 use openregistry::auth::store;
-use openregistry::auth::token::Signer;
 use openregistry::auth::AuthSettings;
 use openregistry::{Body, Config, Registry};
 use serde_json::{json, Value};
 
 const SERVICE: &str = "openregistry";
-
-fn signer() -> Signer {
-    let pair = ed25519_compact::KeyPair::from_seed(ed25519_compact::Seed::new([7; 32]));
-    let raw = pair.sk.to_vec();
-    Signer::from_paserk(&format!(
-        "k4.secret.{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
-    ))
-    .expect("a valid key")
-}
 
 /// Org mode's world: olivia owns `acme`, dan is a developer there; `acme/app` holds an image
 /// (pushed in open mode, so tests only push manifests).
@@ -50,7 +39,7 @@ impl World {
         let mut t = TestRegistry::new();
         let image = t.prepare_image("acme/app", "one");
         let other_image = t.prepare_image("acme/app", "two");
-        let settings = AuthSettings::new(SERVICE, signer()).expect("settings");
+        let settings = AuthSettings::new(SERVICE, test_signer(7)).expect("settings");
         t.registry = Registry::new(t.ports.clone(), Config::default()).with_auth(settings);
         let mut w = World {
             t,
@@ -142,11 +131,6 @@ impl World {
             manifest.bytes.clone(),
         )
     }
-}
-
-fn basic(user: &str, password: &str) -> String {
-    let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-    format!("Basic {encoded}")
 }
 
 #[test]

@@ -17,13 +17,11 @@ mod common;
 
 use std::time::Duration;
 
-use base64::Engine;
 use common::*;
 use futures_executor::block_on;
 use http::StatusCode;
 use openregistry::auth::session::{Session, COOKIE, CSRF_HEADER};
 use openregistry::auth::store;
-use openregistry::auth::token::Signer;
 use openregistry::auth::AuthSettings;
 use openregistry::memory::SeededRandom;
 use openregistry::{Config, Registry};
@@ -32,18 +30,9 @@ use serde_json::json;
 const SERVICE: &str = "openregistry";
 const ORIGIN: &str = "https://registry.example";
 
-fn signer() -> Signer {
-    let pair = ed25519_compact::KeyPair::from_seed(ed25519_compact::Seed::new([5; 32]));
-    let paserk = format!(
-        "k4.secret.{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(pair.sk.to_vec())
-    );
-    Signer::from_paserk(&paserk).expect("a key")
-}
-
 fn registry(signup: bool) -> TestRegistry {
     let mut t = TestRegistry::new();
-    let settings = AuthSettings::new(SERVICE, signer())
+    let settings = AuthSettings::new(SERVICE, test_signer(5))
         .expect("settings")
         .with_passkeys(ORIGIN, signup)
         .expect("passkeys");
@@ -65,7 +54,7 @@ fn json_post(
 /// A session cookie for `user` (who must exist), as a finished sign-in would set it.
 fn session_for(_t: &TestRegistry, user: &str) -> (String, Session) {
     let session = Session::new(user, SERVICE, &SeededRandom::default(), START_MS);
-    let token = session.sign(&signer()).expect("signed");
+    let token = session.sign(&test_signer(5)).expect("signed");
     (format!("{COOKIE}={token}"), session)
 }
 

@@ -10,9 +10,11 @@
 
 use std::sync::Arc;
 
+use base64::Engine;
 use bytes::Bytes;
 use futures_executor::block_on;
 use http::{HeaderMap, Method, Request, StatusCode};
+use openregistry::auth::token::Signer;
 use openregistry::digest::{Algorithm, Digest};
 use openregistry::memory::{ManualClock, MemoryBlobStore, MemoryKv, SeededRandom};
 use openregistry::ports::{Kv, NoHttpClient, Ports, Sql};
@@ -41,6 +43,26 @@ pub fn sha256(bytes: &[u8]) -> String {
 
 pub fn sha512(bytes: &[u8]) -> String {
     Digest::of(Algorithm::Sha512, bytes).to_string()
+}
+
+/// A PASERK `k4.secret` key derived from a fixed seed.
+pub fn secret_key(seed: u8) -> String {
+    let pair = ed25519_compact::KeyPair::from_seed(ed25519_compact::Seed::new([seed; 32]));
+    format!(
+        "k4.secret.{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(pair.sk.to_vec())
+    )
+}
+
+/// A token signer with the key of `seed` ([`secret_key`]).
+pub fn test_signer(seed: u8) -> Signer {
+    Signer::from_paserk(&secret_key(seed)).expect("a valid k4.secret key")
+}
+
+/// An `Authorization: Basic …` value.
+pub fn basic(user: &str, password: &str) -> String {
+    let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    format!("Basic {encoded}")
 }
 
 /// A well-formed sha256 digest of content nobody pushed.
