@@ -140,7 +140,6 @@ enum Endpoint<'a> {
     Tokens,
     Token { id: &'a str },
     Visibility { repository: &'a str },
-    Tags { repository: &'a str },
 }
 
 /// The endpoint a path below `/api/` names; `None` for anything else (empty or missing parts
@@ -152,12 +151,18 @@ fn endpoint(path: &str) -> Option<Endpoint<'_>> {
     if let Some(id) = path.strip_prefix("tokens/") {
         return (!id.is_empty() && !id.contains('/')).then_some(Endpoint::Token { id });
     }
-    let rest = path.strip_prefix("repositories/")?;
-    if let Some(repository) = rest.strip_suffix("/tags") {
-        return (!repository.is_empty()).then_some(Endpoint::Tags { repository });
-    }
-    let repository = rest.strip_suffix("/visibility")?;
+    let repository = path
+        .strip_prefix("repositories/")?
+        .strip_suffix("/visibility")?;
     (!repository.is_empty()).then_some(Endpoint::Visibility { repository })
+}
+
+/// The repository of `repositories/<name>/tags`, the one read that needs no account (it is
+/// authorized as `tags/list`).
+fn tags_of(path: &str) -> Option<&str> {
+    path.strip_prefix("repositories/")?
+        .strip_suffix("/tags")
+        .filter(|repository| !repository.is_empty())
 }
 
 /// Largest JSON body an API call reads.
@@ -192,7 +197,7 @@ impl Registry {
             return self.gc_call(request).await;
         }
         // Open mode too: it is authorized as the registry's own routes are.
-        if let Some(Endpoint::Tags { repository }) = endpoint(path) {
+        if let Some(repository) = tags_of(path) {
             return self.tag_details(repository, request).await;
         }
         let auth = self.auth.as_ref().ok_or_else(not_found)?;
@@ -218,13 +223,11 @@ impl Registry {
             Endpoint::Tokens => "GET, POST",
             Endpoint::Token { .. } => "DELETE",
             Endpoint::Visibility { .. } => "GET, PUT",
-            Endpoint::Tags { .. } => "GET",
         };
         let allowed = match endpoint {
             Endpoint::Tokens => method == Method::GET || method == Method::POST,
             Endpoint::Token { .. } => method == Method::DELETE,
             Endpoint::Visibility { .. } => method == Method::PUT || method == Method::GET,
-            Endpoint::Tags { .. } => method == Method::GET,
         };
         if !allowed {
             return Err(ApiError::MethodNotAllowed { allow });
@@ -251,10 +254,8 @@ impl Registry {
             Endpoint::Tokens if method == Method::GET => self.list_tokens(&principal).await,
             Endpoint::Tokens => self.create_token(&principal, request).await,
             Endpoint::Token { id } => self.revoke_token(&principal, id).await,
-            // Answered above, before signing in.
-            Endpoint::Tags { repository } => self.tag_details(repository, request).await,
             Endpoint::Visibility { repository } => {
-                self.set_visibility(&principal, repository, request, events)
+                self.visibility(&principal, repository, request, events)
                     .await
             }
         }
@@ -430,7 +431,8 @@ impl Registry {
         Ok(json_response(StatusCode::OK, "{}".into()))
     }
 
-    async fn set_visibility(
+    /// `GET` and `PUT /api/repositories/<r>/visibility`, for whoever may change it.
+    async fn visibility(
         &self,
         principal: &Principal,
         repository: &str,

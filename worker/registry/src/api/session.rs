@@ -205,6 +205,48 @@ impl Registry {
         Ok(body.collect(MAX_API_BODY).await?)
     }
 
+    /// Starts registering a passkey for `user` (a new account when `signup`).
+    async fn start_registration(
+        &self,
+        auth: &AuthSettings,
+        user: &str,
+        signup: bool,
+    ) -> Result<Response<Body>, ApiError> {
+        let (ceremony, options) = passkeys::start_registration(
+            self.relying_party(auth)?,
+            self.ports.kv.as_ref(),
+            self.ports.random.as_ref(),
+            self.ports.sql.as_ref(),
+            user,
+            signup,
+            self.now_ms(),
+        )
+        .await?;
+        Ok(ceremony_started(&ceremony, &options))
+    }
+
+    /// Reads and checks the browser's answer to a registration ceremony: the passkey, not yet
+    /// stored, and the name it is to have.
+    async fn finish_registration(
+        &self,
+        auth: &AuthSettings,
+        parts: &Parts,
+        body: Body,
+    ) -> Result<(passkeys::Registered, String), ApiError> {
+        let body = self.ceremony_body(auth, parts, body).await?;
+        let finish: Finish<webauthn_rs::prelude::RegisterPublicKeyCredential> = parse_json(&body)?;
+        let name = passkey_name(finish.name)?;
+        let registered = passkeys::finish_registration(
+            self.relying_party(auth)?,
+            self.ports.kv.as_ref(),
+            &finish.ceremony,
+            &finish.credential,
+            self.now_ms(),
+        )
+        .await?;
+        Ok((registered, name))
+    }
+
     /// The signed-in user of a request under `/api/passkeys`: the session (with its CSRF
     /// checks) or Basic credentials with an unscoped access token.
     async fn passkey_owner(
@@ -243,15 +285,10 @@ impl Registry {
         let token = session
             .sign(signer)
             .map_err(|e| ApiError::Internal(format!("cannot sign a session: {e}")))?;
-        let mut response = json_response(
-            StatusCode::OK,
-            json!({ "user": user, "admin": admin, "csrf": session.csrf, "expires_at_ms": session.exp })
-                .to_string(),
-        );
-        if let Ok(cookie) = HeaderValue::from_str(&Session::cookie(&token)) {
-            response.headers_mut().insert(header::SET_COOKIE, cookie);
-        }
-        Ok(response)
+        Ok(with_cookie(
+            session_answer(auth, user, admin, &session),
+            &Session::cookie(&token),
+        ))
     }
 
     async fn whoami(&self, auth: &AuthSettings, parts: &Parts) -> Result<Response<Body>, ApiError> {
@@ -272,18 +309,11 @@ impl Registry {
         else {
             return Ok(signed_out);
         };
-        Ok(json_response(
-            StatusCode::OK,
-            json!({
-                "user": principal.name,
-                "admin": principal.admin,
-                "csrf": session.csrf,
-                "expires_at_ms": session.exp,
-                "service": auth.service,
-                "passkeys": true,
-                "signup": auth.signup,
-            })
-            .to_string(),
+        Ok(session_answer(
+            auth,
+            &principal.name,
+            principal.admin,
+            &session,
         ))
     }
 
@@ -313,10 +343,7 @@ impl Registry {
             )),
             other => other.into(),
         })?;
-        Ok(json_response(
-            StatusCode::OK,
-            json!({ "ceremony": ceremony, "options": options }).to_string(),
-        ))
+        Ok(ceremony_started(&ceremony, &options))
     }
 
     async fn sign_in_finish(
@@ -359,25 +386,13 @@ impl Registry {
         if !store::valid_user_name(&start.user) {
             return Err(store::StoreError::BadUserName.into());
         }
-        let sql = self.ports.sql.as_ref();
-        if store::user_principal(sql, &start.user).await?.is_some() {
+        if store::user_principal(self.ports.sql.as_ref(), &start.user)
+            .await?
+            .is_some()
+        {
             return Err(store::StoreError::UserExists(start.user).into());
         }
-        let rp = self.relying_party(auth)?;
-        let (ceremony, options) = passkeys::start_registration(
-            rp,
-            self.ports.kv.as_ref(),
-            self.ports.random.as_ref(),
-            sql,
-            &start.user,
-            true,
-            self.now_ms(),
-        )
-        .await?;
-        Ok(json_response(
-            StatusCode::OK,
-            json!({ "ceremony": ceremony, "options": options }).to_string(),
-        ))
+        self.start_registration(auth, &start.user, true).await
     }
 
     async fn sign_up_finish(
@@ -389,18 +404,7 @@ impl Registry {
         if !auth.signup {
             return Err(ApiError::Forbidden("sign-up is closed here".into()));
         }
-        let body = self.ceremony_body(auth, parts, body).await?;
-        let finish: Finish<webauthn_rs::prelude::RegisterPublicKeyCredential> = parse_json(&body)?;
-        let name = passkey_name(finish.name)?;
-        let rp = self.relying_party(auth)?;
-        let registered = passkeys::finish_registration(
-            rp,
-            self.ports.kv.as_ref(),
-            &finish.ceremony,
-            &finish.credential,
-            self.now_ms(),
-        )
-        .await?;
+        let (registered, name) = self.finish_registration(auth, parts, body).await?;
         if !registered.signup {
             return Err(PasskeyError::WrongCeremony.into());
         }
@@ -439,21 +443,7 @@ impl Registry {
     ) -> Result<Response<Body>, ApiError> {
         let principal = self.passkey_owner(auth, parts).await?;
         let _ = self.ceremony_body(auth, parts, body).await?;
-        let rp = self.relying_party(auth)?;
-        let (ceremony, options) = passkeys::start_registration(
-            rp,
-            self.ports.kv.as_ref(),
-            self.ports.random.as_ref(),
-            self.ports.sql.as_ref(),
-            &principal.name,
-            false,
-            self.now_ms(),
-        )
-        .await?;
-        Ok(json_response(
-            StatusCode::OK,
-            json!({ "ceremony": ceremony, "options": options }).to_string(),
-        ))
+        self.start_registration(auth, &principal.name, false).await
     }
 
     async fn add_passkey_finish(
@@ -463,18 +453,7 @@ impl Registry {
         body: Body,
     ) -> Result<Response<Body>, ApiError> {
         let principal = self.passkey_owner(auth, parts).await?;
-        let body = self.ceremony_body(auth, parts, body).await?;
-        let finish: Finish<webauthn_rs::prelude::RegisterPublicKeyCredential> = parse_json(&body)?;
-        let name = passkey_name(finish.name)?;
-        let rp = self.relying_party(auth)?;
-        let registered = passkeys::finish_registration(
-            rp,
-            self.ports.kv.as_ref(),
-            &finish.ceremony,
-            &finish.credential,
-            self.now_ms(),
-        )
-        .await?;
+        let (registered, name) = self.finish_registration(auth, parts, body).await?;
         if registered.signup || registered.user != principal.name {
             return Err(PasskeyError::WrongCeremony.into());
         }
@@ -512,9 +491,45 @@ impl Registry {
 /// `DELETE /api/session`: the cookie removed (a session token itself cannot be revoked; it
 /// expires within `SESSION_TTL`).
 fn signed_out() -> Response<Body> {
-    let mut response = json_response(StatusCode::OK, "{}".into());
-    if let Ok(cookie) = HeaderValue::from_str(&Session::removal_cookie()) {
+    with_cookie(
+        json_response(StatusCode::OK, "{}".into()),
+        &Session::removal_cookie(),
+    )
+}
+
+fn with_cookie(mut response: Response<Body>, cookie: &str) -> Response<Body> {
+    if let Ok(cookie) = HeaderValue::from_str(cookie) {
         response.headers_mut().insert(header::SET_COOKIE, cookie);
     }
     response
+}
+
+/// A ceremony's first answer: its id, and the options for `navigator.credentials`.
+fn ceremony_started(ceremony: &str, options: &impl serde::Serialize) -> Response<Body> {
+    json_response(
+        StatusCode::OK,
+        json!({ "ceremony": ceremony, "options": options }).to_string(),
+    )
+}
+
+/// The session as `GET /api/session` shows it (a finished sign-in answers the same).
+fn session_answer(
+    auth: &AuthSettings,
+    user: &str,
+    admin: bool,
+    session: &Session,
+) -> Response<Body> {
+    json_response(
+        StatusCode::OK,
+        json!({
+            "user": user,
+            "admin": admin,
+            "csrf": session.csrf,
+            "expires_at_ms": session.exp,
+            "service": auth.service,
+            "passkeys": true,
+            "signup": auth.signup,
+        })
+        .to_string(),
+    )
 }

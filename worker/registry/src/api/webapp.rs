@@ -5,6 +5,8 @@
 //! It is plain HTML, CSS and one ES module, with no framework and no build step, so the release
 //! build needs no Node and the Worker bundle grows by the files' own size.
 
+use std::sync::OnceLock;
+
 use http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
 use sha2::{Digest as _, Sha256};
 
@@ -54,28 +56,42 @@ pub fn webapp_bytes() -> usize {
     ASSETS.iter().map(|a| a.bytes.len()).sum()
 }
 
+/// Each file's ETag (in `ASSETS`' order): a hash of its bytes, computed once per process or
+/// isolate.
+fn etags() -> &'static [String] {
+    static ETAGS: OnceLock<Vec<String>> = OnceLock::new();
+    ETAGS.get_or_init(|| {
+        ASSETS
+            .iter()
+            .map(|a| {
+                let digest = Sha256::digest(a.bytes);
+                format!(
+                    "\"{}\"",
+                    hex::encode(digest.as_slice().get(..12).unwrap_or_default())
+                )
+            })
+            .collect()
+    })
+}
+
 /// Answers `GET`/`HEAD` of one of the files; 304 when the browser has it already.
 pub(super) fn serve(
     path: &str,
     method: &Method,
     headers: &HeaderMap,
 ) -> Result<Response<Body>, RegistryError> {
-    let asset = ASSETS
+    let (asset, etag) = ASSETS
         .iter()
-        .find(|a| a.path == path)
+        .zip(etags())
+        .find(|(a, _)| a.path == path)
         .ok_or(RegistryError::NotFound)?;
     if !matches!(*method, Method::GET | Method::HEAD) {
         return Err(RegistryError::MethodNotAllowed { allow: "GET, HEAD" });
     }
-    let digest = Sha256::digest(asset.bytes);
-    let etag = format!(
-        "\"{}\"",
-        hex::encode(digest.as_slice().get(..12).unwrap_or_default())
-    );
     let fresh = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag));
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag.as_str()));
     let (status, body) = if fresh {
         (StatusCode::NOT_MODIFIED, Body::Empty)
     } else if *method == Method::HEAD {
@@ -95,7 +111,7 @@ pub(super) fn serve(
     );
     out.insert(header::CONTENT_LENGTH, HeaderValue::from(asset.bytes.len()));
     out.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    if let Ok(value) = HeaderValue::from_str(&etag) {
+    if let Ok(value) = HeaderValue::from_str(etag) {
         out.insert(header::ETAG, value);
     }
     out.insert(

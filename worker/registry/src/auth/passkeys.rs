@@ -299,11 +299,19 @@ pub async fn finish_authentication(
         .finish_passkey_authentication(credential, &state)
         .map_err(|e| PasskeyError::Refused(e.to_string()))?;
     let id = credential_text(result.cred_id());
-    let (_, mut passkey) = stored_passkeys(sql, &user)
-        .await?
-        .into_iter()
-        .find(|(stored, _)| *stored == id)
-        .ok_or(PasskeyError::UnknownPasskey)?;
+    let rows = sql
+        .query(
+            Statement::new("SELECT passkey FROM passkeys WHERE id = $1 AND user_name = $2")
+                .bind(id.as_str())
+                .bind(user.as_str()),
+        )
+        .await?;
+    let mut passkey: Passkey = match rows.first() {
+        Some(row) => {
+            serde_json::from_str(&row.text(0)?).map_err(|_| PasskeyError::UnknownPasskey)?
+        }
+        None => return Err(PasskeyError::UnknownPasskey),
+    };
     passkey.update_credential(&result);
     sql.query(
         Statement::new(
